@@ -1,0 +1,50 @@
+"""Every error the package raises on purpose.
+
+Each message names the problem and the fix, so front ends (CLI, Gradio, WebUI tab, REST API) can show
+``str(error)`` as it is. Input problems derive from ``ValueError`` as well, so generic callers that catch
+``ValueError`` keep working.
+"""
+
+
+class SadTalkerError(Exception):
+    """Base class of every error raised on purpose by sadtalker_core."""
+
+
+class CheckpointError(SadTalkerError):
+    """A checkpoint file is missing, unreadable or does not fit the networks."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """Required checkpoint files are not in the checkpoint folder (and could not be downloaded)."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint file exists but cannot be read: truncated, damaged or not the expected format."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint's keys or tensor shapes do not match the network it is loaded into."""
+
+
+class InputError(SadTalkerError, ValueError):
+    """A user-supplied input (image, audio, video, option) is unusable."""
+
+
+class ImageError(InputError):
+    """The source image is missing, unreadable or not an image."""
+
+
+class AudioError(InputError):
+    """The driving audio is missing, unreadable, empty or not audio."""
+
+
+class NoFaceError(InputError):
+    """No face was found where one was needed."""
+
+
+class OptionError(InputError):
+    """An option has an invalid value or type."""
+
+
+class Cancelled(SadTalkerError):
+    """The job was cancelled by the caller (Interrupt button, cancel event)."""
