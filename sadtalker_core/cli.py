@@ -1,0 +1,168 @@
+"""``python -m sadtalker_core``: the official ``inference.py`` flags (same names, same defaults) plus new ones.
+
+Prints the output path on success (exit 0); on failure one line ``error: ...`` on stderr and exit 1
+(2 for bad command-line usage, 130 when interrupted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .errors import Cancelled, SadTalkerError
+from .options import (BACKGROUND_ENHANCERS, BLEND_MODES, ENHANCERS, FACE_DETECTORS, OPTIONS_BY_NAME,
+                      PREPROCESS_MODES, REF_INFO)
+
+# Flags of the official face3d renderer (``--face3dvis`` and its BFM settings). They only matter for a debug
+# visualisation this project does not ship; they are accepted so existing scripts keep working.
+_IGNORED_OFFICIAL_FLAGS = (
+    ("--net_recon", str), ("--init_path", str), ("--use_last_fc", str), ("--bfm_folder", str),
+    ("--bfm_model", str), ("--focal", float), ("--center", float), ("--camera_d", float),
+    ("--z_near", float), ("--z_far", float),
+)
+
+
+def _help(name: str) -> str:
+    return OPTIONS_BY_NAME[name].help
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m sadtalker_core",
+        description="Portrait + speech -> talking-head video (SadTalker).",
+    )
+    official = p.add_argument_group("official inference.py flags")
+    official.add_argument("--driven_audio", default="./examples/driven_audio/bus_chinese.wav",
+                          help="Speech audio (wav, mp3, m4a, ogg, flac, or a video's audio track).")
+    official.add_argument("--source_image", default="./examples/source_image/full_body_1.png",
+                          help="Portrait image (or a video: its first frame is used).")
+    official.add_argument("--ref_eyeblink", default=None, help=_help("ref_eyeblink"))
+    official.add_argument("--ref_pose", default=None, help=_help("ref_pose"))
+    official.add_argument("--checkpoint_dir", default="./checkpoints", help="Folder with the SadTalker weights.")
+    official.add_argument("--result_dir", default="./results", help="Folder for the output video.")
+    official.add_argument("--pose_style", type=int, default=0, help=_help("pose_style"))
+    official.add_argument("--batch_size", type=int, default=2, help=_help("batch_size"))
+    official.add_argument("--size", type=int, default=256, help=_help("size"))
+    official.add_argument("--expression_scale", type=float, default=1.0, help=_help("expression_scale"))
+    official.add_argument("--input_yaw", nargs="+", type=float, default=None, help=_help("input_yaw"))
+    official.add_argument("--input_pitch", nargs="+", type=float, default=None, help=_help("input_pitch"))
+    official.add_argument("--input_roll", nargs="+", type=float, default=None, help=_help("input_roll"))
+    official.add_argument("--enhancer", default=None, choices=ENHANCERS, help=_help("enhancer"))
+    official.add_argument("--background_enhancer", default=None, choices=BACKGROUND_ENHANCERS,
+                          help=_help("background_enhancer"))
+    official.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is available.")
+    official.add_argument("--face3dvis", action="store_true",
+                          help="Accepted for compatibility; the 3D face visualisation is not part of this project.")
+    official.add_argument("--still", action="store_true", help=_help("still"))
+    official.add_argument("--preprocess", default="crop", choices=PREPROCESS_MODES, help=_help("preprocess"))
+    official.add_argument("--verbose", action="store_true", help="Also save the intermediate coefficients.")
+    official.add_argument("--old_version", action="store_true",
+                          help="Use the old .pth checkpoint set instead of the safetensors files.")
+    for flag, kind in _IGNORED_OFFICIAL_FLAGS:
+        official.add_argument(flag, type=kind, default=None, help=argparse.SUPPRESS)
+
+    new = p.add_argument_group("new flags")
+    new.add_argument("--seed", type=int, default=None, help=_help("seed"))
+    new.add_argument("--fps", type=int, default=25, help=_help("fps"))
+    new.add_argument("--head_motion_scale", type=float, default=1.0, help=_help("head_motion_scale"))
+    new.add_argument("--no_blink", action="store_true", help="Do not add eye blinks.")
+    new.add_argument("--face_detector", default="fan", choices=FACE_DETECTORS, help=_help("face_detector"))
+    new.add_argument("--face_index", type=int, default=None, help=_help("face_index"))
+    new.add_argument("--face_box", nargs=4, type=float, default=None, metavar=("X0", "Y0", "X1", "Y1"),
+                     help=_help("face_box"))
+    new.add_argument("--landmarks", default=None, metavar="FILE",
+                     help="JSON file with 68 [x, y] landmarks in image pixels (skips detection).")
+    new.add_argument("--idle_seconds", type=float, default=None, help=_help("idle_seconds"))
+    new.add_argument("--ref_video", default=None, help=_help("ref_video"))
+    new.add_argument("--ref_info", default=None, choices=REF_INFO, help=_help("ref_info"))
+    new.add_argument("--blend", default="seamless", choices=BLEND_MODES, help=_help("blend"))
+    new.add_argument("--crf", type=int, default=18, help=_help("crf"))
+    new.add_argument("--device", default=None, help="torch device, e.g. cuda:1 (default: cuda, mps, cpu).")
+    new.add_argument("--quiet", action="store_true", help="No progress bar.")
+    return p
+
+
+def options_from_args(args: argparse.Namespace) -> dict:
+    """Generation options (``options.py`` names) from parsed flags."""
+    names = ("preprocess", "still", "size", "pose_style", "expression_scale", "head_motion_scale",
+             "ref_eyeblink", "ref_pose", "ref_video", "ref_info", "input_yaw", "input_pitch", "input_roll",
+             "batch_size", "enhancer", "background_enhancer", "seed", "fps", "face_detector", "face_index",
+             "face_box", "idle_seconds", "blend", "crf")
+    options = {name: getattr(args, name) for name in names}
+    options["blink"] = not args.no_blink
+    if args.landmarks is not None:
+        path = Path(args.landmarks)
+        try:
+            options["landmarks"] = json.loads(path.read_text())
+        except OSError as exc:
+            raise SadTalkerError(f"cannot read the landmarks file {path}: {exc.strerror}.") from None
+        except json.JSONDecodeError as exc:
+            raise SadTalkerError(f"the landmarks file {path} is not JSON ({exc.msg}); expected 68 [x, y] "
+                                 "pairs.") from None
+    return options
+
+
+class _TerminalProgress:
+    """A tqdm bar per stage on stderr."""
+
+    def __init__(self):
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self._bar = None
+        self._stage = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage != self._stage:
+            self.close()
+            self._stage = stage
+            self._bar = self._tqdm(total=total, desc=stage, unit="step", leave=False, file=sys.stderr)
+        self._bar.total = total
+        self._bar.n = done
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    progress = None if args.quiet or not sys.stderr.isatty() else _TerminalProgress()
+    try:
+        from .pipeline import SadTalker
+
+        options = options_from_args(args)
+        device = "cpu" if args.cpu else args.device
+        talker = SadTalker(args.checkpoint_dir, device=device, old_version=args.old_version)
+        audio = None if args.idle_seconds is not None else args.driven_audio
+        result = talker.generate(args.source_image, audio, result_dir=args.result_dir, progress=progress,
+                                 keep_intermediates=args.verbose, **options)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Cancelled as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 130
+    except SadTalkerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug, not bad input: still one line unless --verbose asks for the traceback
+        if args.verbose:
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --verbose for the traceback; "
+              "please report it)", file=sys.stderr)
+        return 1
+    finally:
+        if progress is not None:
+            progress.close()
+    print(result.video_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
