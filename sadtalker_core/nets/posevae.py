@@ -178,7 +178,7 @@ def split_windows(audio_emb: torch.Tensor) -> torch.Tensor:
     """
     n = audio_emb.shape[1]
     full = n // SEQ_LEN
-    windows = [audio_emb[:, : full * SEQ_LEN].reshape(full, SEQ_LEN, -1)]
+    windows = [audio_emb[:, : full * SEQ_LEN].reshape(full, SEQ_LEN, audio_emb.shape[-1])]
     if n % SEQ_LEN:
         last = audio_emb[:, -SEQ_LEN:]
         if n < SEQ_LEN:
@@ -193,8 +193,8 @@ def join_windows(window_motions: torch.Tensor, num_frames: int) -> torch.Tensor:
     moving = num_frames - 1
     full = moving // SEQ_LEN
     remainder = moving % SEQ_LEN
-    parts = [window_motions.new_zeros(1, 1, window_motions.shape[-1]),
-             window_motions[:full].reshape(1, full * SEQ_LEN, -1)]
+    size = window_motions.shape[-1]
+    parts = [window_motions.new_zeros(1, 1, size), window_motions[:full].reshape(1, full * SEQ_LEN, size)]
     if remainder:
         parts.append(window_motions[full:, -remainder:])
     return torch.cat(parts, dim=1)
