@@ -1,0 +1,262 @@
+"""The official checkpoint files as released: where to download them, their sizes and SHA-256 digests.
+
+``ensure_checkpoints`` fetches missing files (``<name>.partial``, size and digest checked, then renamed, so a
+folder never holds a half-written file under an official name). ``verify_checkpoints`` hashes on demand and
+remembers each digest per (file, size, mtime) in a small JSON file, so a second verify of 2 GB is instant.
+
+The download base URL is ``$SADTALKER_DOWNLOAD_BASE_URL`` when set (a mirror laid out like the GitHub release
+pages: ``<base>/<release tag>/<file name>``), else the GitHub releases of OpenTalker/SadTalker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CheckpointError, CheckpointNotFoundError
+
+#: ``progress(stage, done, total)``, as in the pipeline; here done/total count bytes.
+Progress = Callable[[str, int, int], None]
+
+GITHUB_RELEASES = "https://github.com/OpenTalker/SadTalker/releases/download"
+BASE_URL_ENV = "SADTALKER_DOWNLOAD_BASE_URL"
+VERIFY_CACHE_NAME = ".sadtalker-verify.json"
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class OfficialFile:
+    """One released checkpoint file. ``size``/``sha256`` are None where the release page gives none."""
+
+    name: str
+    release: str
+    size: int | None = None
+    sha256: str | None = None
+
+    def url(self, base_url: str | None = None) -> str:
+        base = (base_url or os.environ.get(BASE_URL_ENV) or GITHUB_RELEASES).rstrip("/")
+        return f"{base}/{self.release}/{self.name}"
+
+
+def _catalogue(*files: OfficialFile) -> dict[str, OfficialFile]:
+    return {f.name: f for f in files}
+
+
+#: Every checkpoint file SadTalker's loaders read, by official name. The first four (release v0.0.2-rc) are
+#: what current SadTalker needs; the rest is the optional old set of release v0.0.2 (``old_version``).
+OFFICIAL_FILES: dict[str, OfficialFile] = _catalogue(
+    OfficialFile("SadTalker_V0.0.2_256.safetensors", "v0.0.2-rc", 725066984,
+                 "c211f5d6de003516bf1bbda9f47049a4c9c99133b1ab565c6961e5af16477bff"),
+    OfficialFile("SadTalker_V0.0.2_512.safetensors", "v0.0.2-rc", 725066984,
+                 "0e063f7ff5258240bdb0f7690783a7b1374e6a4a81ce8fa33456f4cd49694340"),
+    OfficialFile("mapping_00229-model.pth.tar", "v0.0.2-rc", 155521183,
+                 "62a1e06006cc963220f6477438518ed86e9788226c62ae382ddc42fbcefb83f1"),
+    OfficialFile("mapping_00109-model.pth.tar", "v0.0.2-rc", 155779231,
+                 "84a8642468a3fcfdd9ab6be955267043116c2bec2284686a5262f1eaf017f64c"),
+    OfficialFile("auido2exp_00300-model.pth", "v0.0.2"),
+    OfficialFile("auido2pose_00140-model.pth", "v0.0.2"),
+    OfficialFile("facevid2vid_00189-model.pth.tar", "v0.0.2", 2112619148,
+                 "fbad01d46f0510276dc4521322dde6824a873a4222cd0740c85762e7067ea71d"),
+    OfficialFile("epoch_20.pth", "v0.0.2", 288860037,
+                 "6d17a6b23457b521801baae583cb6a58f7238fe6721fc3d65d76407460e9149b"),
+)
+
+
+def official_file(name: str, catalogue: Mapping[str, OfficialFile] | None = None) -> OfficialFile:
+    catalogue = OFFICIAL_FILES if catalogue is None else catalogue
+    if name not in catalogue:
+        raise CheckpointError(f"{name!r} is not an official SadTalker checkpoint file; known files: "
+                              f"{', '.join(catalogue)}")
+    return catalogue[name]
+
+
+def how_to_get(names: Iterable[str], catalogue: Mapping[str, OfficialFile] | None = None) -> str:
+    """Lines telling a user where to fetch each file by hand."""
+    lines = []
+    for name in names:
+        entry = (OFFICIAL_FILES if catalogue is None else catalogue).get(name)
+        lines.append(f"  {entry.url()}" if entry else f"  {name} (not an official release file)")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- download
+
+def ensure_checkpoints(directory: str | os.PathLike, files: Iterable[str], progress: Progress | None = None, *,
+                       catalogue: Mapping[str, OfficialFile] | None = None, base_url: str | None = None,
+                       timeout: float = 60.0) -> list[Path]:
+    """Download every file of ``files`` that is not in ``directory`` yet; return the paths of all of them.
+
+    A file is written to ``<name>.partial``, checked against the Content-Length, the known size and the known
+    SHA-256, then renamed. Any failure removes the partial file and raises ``CheckpointNotFoundError`` naming
+    the missing files, the folder and the URLs to fetch by hand.
+    """
+    folder = Path(directory)
+    entries = [official_file(name, catalogue) for name in files]
+    missing = [e for e in entries if not (folder / e.name).is_file()]
+    for index, entry in enumerate(missing):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            _download(entry, folder / entry.name, base_url, timeout, progress)
+        except (OSError, http.client.HTTPException, CheckpointError) as error:
+            names = [e.name for e in missing[index:]]
+            urls = "\n".join(f"  {e.url(base_url)}" for e in missing[index:])
+            raise CheckpointNotFoundError(
+                f"Could not download {entry.name} from {entry.url(base_url)}: {_reason(error)}.\n"
+                f"Missing checkpoint files in {folder}: {', '.join(names)}.\n"
+                f"Download them by hand into that folder:\n{urls}") from error
+    return [folder / e.name for e in entries]
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, urllib.error.HTTPError):
+        return f"HTTP {error.code} {error.reason}"
+    if isinstance(error, urllib.error.URLError):
+        return f"no connection ({error.reason})"
+    return str(error)
+
+
+def _download(entry: OfficialFile, target: Path, base_url: str | None, timeout: float,
+              progress: Progress | None) -> None:
+    partial = target.with_name(target.name + ".partial")
+    url = entry.url(base_url)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
+            announced = response.headers.get("Content-Length")
+            total = int(announced) if announced else (entry.size or 0)
+            digest = hashlib.sha256()
+            done = 0
+            while chunk := response.read(_CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(f"download {entry.name}", done, total)
+        if announced and done != int(announced):
+            raise CheckpointError(f"the transfer stopped after {done} of {announced} bytes")
+        if entry.size is not None and done != entry.size:
+            raise CheckpointError(f"received {done} bytes, the official file has {entry.size}")
+        if entry.sha256 is not None and digest.hexdigest() != entry.sha256:
+            raise CheckpointError(f"SHA-256 {digest.hexdigest()} differs from the official {entry.sha256}")
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------------------ verify
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome for one file. ``status``: "ok", "missing", "size mismatch", "hash mismatch" or "no known hash"
+    (the size matched or is unknown, but the release gives no digest to compare)."""
+
+    name: str
+    path: Path
+    status: str
+    size: int | None = None
+    sha256: str | None = None
+    expected_size: int | None = None
+    expected_sha256: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("ok", "no known hash")
+
+
+def verify_checkpoints(directory: str | os.PathLike, files: Sequence[str] | None = None,
+                       progress: Progress | None = None, *,
+                       catalogue: Mapping[str, OfficialFile] | None = None) -> list[VerifyResult]:
+    """Check size and SHA-256 of the official files in ``directory`` (default: every official file present).
+
+    Digests are cached per (name, size, mtime) in ``directory/.sadtalker-verify.json``, or in the user cache
+    folder when ``directory`` is read-only.
+    """
+    folder = Path(directory)
+    catalogue = OFFICIAL_FILES if catalogue is None else catalogue
+    names = list(files) if files is not None else [n for n in catalogue if (folder / n).is_file()]
+    caches = _read_caches(folder)
+    hashed: dict[str, dict] = {}
+    results = []
+    for name in names:
+        entry = official_file(name, catalogue)
+        path = folder / name
+        if not path.is_file():
+            results.append(VerifyResult(name, path, "missing", None, None, entry.size, entry.sha256))
+            continue
+        stat = path.stat()
+        if entry.size is not None and stat.st_size != entry.size:
+            results.append(VerifyResult(name, path, "size mismatch", stat.st_size, None, entry.size, entry.sha256))
+            continue
+        record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        sha = next((c[name]["sha256"] for c in caches
+                    if {k: c.get(name, {}).get(k) for k in record} == record), None)
+        if sha is None:
+            sha = file_sha256(path, progress)
+            hashed[name] = {**record, "sha256": sha}
+        if entry.sha256 is None:
+            status = "no known hash"
+        else:
+            status = "ok" if sha == entry.sha256 else "hash mismatch"
+        results.append(VerifyResult(name, path, status, stat.st_size, sha, entry.size, entry.sha256))
+    if hashed:
+        merged: dict[str, dict] = {}
+        for cache in reversed(caches):
+            merged.update(cache)
+        _write_cache(folder, {**merged, **hashed})
+    return results
+
+
+def file_sha256(path: str | os.PathLike, progress: Progress | None = None) -> str:
+    path = Path(path)
+    total = path.stat().st_size
+    digest = hashlib.sha256()
+    done = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK * 8):
+            digest.update(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(f"verify {path.name}", done, total)
+    return digest.hexdigest()
+
+
+def _user_cache_file(folder: Path) -> Path:
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sadtalker"
+    key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+    return root / f"verify-{key}.json"
+
+
+def _cache_files(folder: Path) -> tuple[Path, Path]:
+    return folder / VERIFY_CACHE_NAME, _user_cache_file(folder)
+
+
+def _read_caches(folder: Path) -> list[dict]:
+    """The readable caches, folder first; an entry counts only if size and mtime still match the file."""
+    caches = []
+    for path in _cache_files(folder):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            caches.append({k: v for k, v in data.items() if isinstance(v, dict) and "sha256" in v})
+    return caches
+
+
+def _write_cache(folder: Path, cache: dict) -> None:
+    text = json.dumps(cache, indent=1, sort_keys=True)
+    for path in _cache_files(folder):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            return
+        except OSError:
+            continue
+    # An unwritable cache only costs a re-hash next time; verification itself succeeded.
