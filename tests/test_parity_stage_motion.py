@@ -1,0 +1,213 @@
+"""Stage parity of the coefficient and face-render stages (kit ``stages/s3_*`` and ``stages/s4_*``).
+
+Everything is driven by the sidecars: weights, parameters, seeds named in the recorded official calls, the
+batch variants and the rendered frame indices. Stage 4 renders the coefficients stage 3 generated (its
+``coeff_3dmm``) from the source coefficients of the stage-2 sidecar with the same preprocess mode.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import golden
+import tolerances
+from sadtalker_core import animate, coeffs
+
+S3 = golden.sidecars("stages", "s3_*.json")
+S4 = golden.sidecars("stages", "s4_*.json")
+
+
+def _section(weights: dict) -> str:
+    return (weights.get("strip_prefix") or weights.get("section") or "").rstrip(".")
+
+
+def _networks(meta: dict) -> dict[str, torch.nn.Module]:
+    """Our networks for a stage sidecar's ``weights`` entries, keyed by official checkpoint section."""
+    from sadtalker_core.nets.expnet import ExpNet
+    from sadtalker_core.nets.generator import SPADEGenerator
+    from sadtalker_core.nets.kp_detector import KPDetector
+    from sadtalker_core.nets.mapping_net import MappingNet
+    from sadtalker_core.nets.posevae import PoseVAE, drop_unused_keys
+
+    nets = {}
+    for weights in meta["weights"]:
+        section = _section(weights)
+        state = golden.synth_state(weights)
+        if section == "audio2exp":
+            net = ExpNet()
+        elif section == "audio2pose":
+            net, state = PoseVAE(), drop_unused_keys(state)
+        elif section == "kp_extractor":
+            net = KPDetector()
+        elif section == "generator":
+            net = SPADEGenerator()
+        elif section == "mapping":
+            net = MappingNet(coeff_nc=state["first.0.weight"].shape[1])
+        else:
+            pytest.fail(f"no network for the weights section {section!r}")
+        net.load_state_dict(state, strict=True)
+        nets[section] = net.eval()
+    return nets
+
+
+def _recorded_seed(text: str, call: str):
+    match = re.search(re.escape(call) + r"\((\d+)\)", text)
+    return None if match is None else int(match.group(1))
+
+
+def _calls(meta: dict) -> str:
+    calls = meta.get("official_calls") or meta.get("official_call") or ""
+    return " ".join(calls) if isinstance(calls, list) else calls
+
+
+def _t(array) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+@pytest.mark.parity
+def test_kit_has_motion_stage_sidecars():
+    assert S3 and S4, f"no stages/s3_*.json or s4_*.json in {golden.kit_dir()}"
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("sidecar", S3, ids=[p.stem for p in S3])
+def test_stage3_coefficients(sidecar):
+    meta, g = golden.load_sidecar(sidecar)
+    nets = _networks(meta)
+    windows, ref, ratio = _t(g["indiv_mels"]), _t(g["ref"]), _t(g["ratio_gt"])
+    pose_style = int(g["pose_class"][0])
+    assert pose_style == meta["pose_style"]
+    ref_pose = ref[:, 0, coeffs.POSE_SLICE]
+    with torch.inference_mode():
+        exp = coeffs.expression_coeffs(nets["audio2exp"], windows, ref[:, :, :coeffs.EXPRESSION_SIZE], ratio)
+        motion = nets["audio2pose"].predict_motion(windows, ref_pose, _t(g["pose_class"]), _t(g["z"]))
+        pose_raw = coeffs.pose_coeffs(nets["audio2pose"], windows, ref_pose, pose_style, _t(g["z"]))
+    tolerances.close(sidecar, "exp_pred", exp, g["exp_pred"])
+    tolerances.close(sidecar, "pose_motion_pred", motion, g["pose_motion_pred"])
+    tolerances.close(sidecar, "pose_pred_raw", pose_raw, g["pose_pred_raw"])
+
+    before = np.concatenate([exp[0].numpy(), coeffs.smooth_pose(pose_raw[0].numpy())], axis=1)
+    tolerances.close(sidecar, "coeffs_before_refpose", before, g["coeffs_before_refpose"])
+    if not np.array_equal(g["coeffs_before_refpose"], g["coeff_3dmm"]):
+        references = [k for k in g if k.startswith(("ref_pose", "refpose"))]
+        assert references, f"{sidecar.name}: a reference pose was applied but its coefficients are not recorded"
+        before = coeffs.apply_ref_pose(before, g[references[0]])
+    tolerances.close(sidecar, "coeff_3dmm", before, g["coeff_3dmm"])
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("sidecar", S3, ids=[p.stem for p in S3])
+def test_stage3_random_draws_and_composition(sidecar):
+    """The latents (torch seed of the recorded call), the blink curve (python seed of the stage-1 call that
+    made this ratio) and ``generate_coeffs`` end to end from the source row and those two seeds."""
+    meta, g = golden.load_sidecar(sidecar)
+    torch_seed = _recorded_seed(_calls(meta), "torch.manual_seed")
+    if torch_seed is None:
+        pytest.skip(f"{sidecar.name} records no torch seed")
+    num_frames = g["indiv_mels"].shape[1]
+    latents = coeffs.pose_latents(num_frames, torch.Generator().manual_seed(torch_seed))
+    tolerances.exact(sidecar, "z", latents, g["z"])
+
+    blink_seed = None
+    for s1 in golden.sidecars("stages", "s1_*.json"):
+        s1_meta, s1_arrays = golden.load_sidecar(s1)
+        if np.array_equal(s1_arrays.get("ratio_gt"), g["ratio_gt"]):
+            blink_seed = _recorded_seed(_calls(s1_meta), "random.seed")
+            break
+    if blink_seed is None:
+        pytest.skip(f"no stage-1 sidecar records the python seed of {sidecar.name}'s ratio_gt")
+    tolerances.exact(sidecar, "ratio_gt", coeffs.blink_ratio(num_frames, random.Random(blink_seed)), g["ratio_gt"][0])
+    if not np.array_equal(g["coeffs_before_refpose"], g["coeff_3dmm"]):
+        pytest.skip(f"{sidecar.name} used a reference pose")
+
+    nets = _networks(meta)
+    generated = coeffs.generate_coeffs(
+        nets["audio2exp"], nets["audio2pose"], _t(g["indiv_mels"]), g["ref"][:, 0], pose_style=meta["pose_style"],
+        rng=random.Random(blink_seed), generator=torch.Generator().manual_seed(torch_seed))
+    tolerances.close(sidecar, "coeff_3dmm", generated, g["coeff_3dmm"])
+
+
+def _stage4_inputs(meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(generated coefficients (T, 70) of stage 3, source coefficient row of stage 2 in this preprocess mode)."""
+    generated = [a["coeff_3dmm"] for a in (golden.load_sidecar(p)[1] for p in golden.sidecars("stages", "s3_*.json"))
+                 if "coeff_3dmm" in a and len(a["coeff_3dmm"]) == meta["frame_num"]]
+    sources = [golden.load_sidecar(p)[1]["coeff_3dmm"] for p in golden.sidecars("stages", "s2_*.json")
+               if golden.load_sidecar(p)[0].get("preprocess") == meta["preprocess"]]
+    assert len(generated) == 1, f"expected one stage-3 sidecar with {meta['frame_num']} frames, found {len(generated)}"
+    assert len(sources) == 1, f"expected one stage-2 sidecar in mode {meta['preprocess']}, found {len(sources)}"
+    return generated[0], sources[0]
+
+
+def _camera(meta_or_variant: dict, prefix: str, num_frames: int):
+    return animate.camera_sequence(meta_or_variant.get(prefix), num_frames)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("sidecar", S4, ids=[p.stem for p in S4])
+def test_stage4_batches(sidecar):
+    meta, g = golden.load_sidecar(sidecar)
+    generated, source = _stage4_inputs(meta)
+    num_frames = meta["frame_num"]
+    tolerances.exact(sidecar, "source_semantics", animate.source_semantics(source, meta["preprocess"]),
+                     g["source_semantics"])
+
+    cases = [dict(tag=None, bs=int(m.group(1)), expression_scale=meta["expression_scale"], still=meta["still"],
+                  yaw=meta["input_yaw"], pitch=meta["input_pitch"], roll=meta["input_roll"])
+             for m in (re.fullmatch(r"target_semantics_bs(\d+)", k) for k in g) if m]
+    cases += meta.get("batch_variants", [])
+    assert cases, f"{sidecar.name} records no target_semantics_bs* arrays"
+    for case in cases:
+        suffix = f"_bs{case['bs']}" + (f"_{case['tag']}" if case.get("tag") else "")
+        targets = animate.render_targets(generated, source, meta["preprocess"], case["still"],
+                                         case["expression_scale"])
+        windows = animate.batch_layout(animate.semantic_windows(targets), case["bs"])
+        tolerances.exact(sidecar, "target_semantics" + suffix, windows, g["target_semantics" + suffix])
+        for axis in ("yaw", "pitch", "roll"):
+            sequence = _camera(case, axis, num_frames)
+            name = f"{axis}_c_seq{suffix}"
+            assert (sequence is None) == (name not in g), f"{name}: recorded iff {axis} keyframes are given"
+            if sequence is not None:
+                tolerances.close(sidecar, name, animate.batch_layout(sequence, case["bs"]), g[name])
+
+
+@pytest.mark.parity
+@pytest.mark.slow
+@pytest.mark.parametrize("sidecar", S4, ids=[p.stem for p in S4])
+def test_stage4_render(sidecar):
+    meta, g = golden.load_sidecar(sidecar)
+    generated, source = _stage4_inputs(meta)
+    nets = _networks(meta)
+    source_image = _t(g["source_image"])
+    assert source_image.shape[-1] == meta["size"]
+    indices = list(meta["rendered_frame_indices"])
+    num_frames = meta["frame_num"]
+    targets = animate.render_targets(generated, source, meta["preprocess"], meta["still"], meta["expression_scale"])
+    windows = animate.semantic_windows(targets)[indices]
+    cameras = [None if seq is None else seq[indices]
+               for seq in (_camera(meta, f"input_{axis}", num_frames) for axis in ("yaw", "pitch", "roll"))]
+    source_semantics = animate.source_semantics(source, meta["preprocess"])
+
+    with torch.inference_mode():
+        kp_canonical = nets["kp_extractor"](source_image)
+        kp_source = animate.transform_keypoints(kp_canonical, nets["mapping"](_t(source_semantics)))
+        kp_driving = animate.driving_keypoints(
+            nets["mapping"], kp_canonical, _t(windows),
+            *(None if seq is None else _t(seq) for seq in cameras))
+    tolerances.close(sidecar, "kp_canonical", kp_canonical, g["kp_canonical"])
+    tolerances.close(sidecar, "kp_source", kp_source, g["kp_source"])
+    tolerances.close(sidecar, "kp_driving_per_step", kp_driving.reshape(g["kp_driving_per_step"].shape),
+                     g["kp_driving_per_step"])
+
+    batches = list(animate.render_frames(
+        nets["kp_extractor"], nets["mapping"], nets["generator"], source_image, source_semantics, windows,
+        yaw=cameras[0], pitch=cameras[1], roll=cameras[2], batch_size=len(indices)))
+    assert [start for start, _ in batches] == [0]
+    frames = batches[0][1]
+    tolerances.prediction(sidecar, "rendered_frames", frames, g["rendered_frames"])
+    tolerances.uint8_frames(sidecar, "rendered_frames_uint8_hwc", animate.to_uint8(frames),
+                            g["rendered_frames_uint8_hwc"])
