@@ -38,12 +38,20 @@ class AudioError(InputError):
     """The driving audio is missing, unreadable, empty or not audio."""
 
 
+class VideoError(InputError):
+    """A reference video is missing, unreadable or has no video stream."""
+
+
 class NoFaceError(InputError):
     """No face was found where one was needed."""
 
 
 class OptionError(InputError):
     """An option has an invalid value or type."""
+
+
+class FFmpegError(SadTalkerError):
+    """The bundled ffmpeg (imageio-ffmpeg) is missing or failed while writing or reading media."""
 
 
 class Cancelled(SadTalkerError):
