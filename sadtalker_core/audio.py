@@ -171,13 +171,14 @@ def _check_fps(fps: float) -> float:
 
 
 def num_video_frames(n_samples: int, fps: float = 25.0, sample_rate: int = SAMPLE_RATE) -> int:
-    """Whole video frames in ``n_samples`` (official ``int(len / (sr / fps))``)."""
-    return int(n_samples / (sample_rate / _check_fps(fps)))
+    """Whole video frames in ``n_samples``: official ``int(len / (sr / fps))``, written as
+    ``int(len * fps / sr)`` (identical at 25 fps; avoids losing a frame to rounding at e.g. 30 fps)."""
+    return int(n_samples * _check_fps(fps) / sample_rate)
 
 
 def crop_or_pad(wav: np.ndarray, num_frames: int, fps: float = 25.0, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """``wav`` cut (or zero-padded) to exactly ``num_frames`` video frames of samples."""
-    length = int(num_frames * (sample_rate / _check_fps(fps)))
+    length = int(num_frames * sample_rate / _check_fps(fps))
     if len(wav) >= length:
         return wav[:length]
     return np.pad(wav, (0, length - len(wav)))
@@ -229,18 +230,21 @@ def mel_filterbank() -> np.ndarray:
     return _mel_basis().copy()
 
 
-def mel_spectrogram(wav: np.ndarray, block_frames: int = 4096) -> np.ndarray:
+def mel_spectrogram(wav: np.ndarray, block_frames: int = 1024) -> np.ndarray:
     """Official SadTalker/Wav2Lip normalised log-mel of 16 kHz samples -> (1 + len // 200, 80) float64.
 
     Pre-emphasis 0.97, STFT (n_fft 800, hop 200, periodic Hann, centred with 400 zeros each side),
     magnitude, Slaney filterbank, ``20 log10(max(1e-5, M)) - 20``, ``clip(8 (S + 100) / 100 - 4, -4, 4)``.
     Computed ``block_frames`` STFT frames at a time so long audio needs little memory."""
-    x = np.asarray(wav, dtype=np.float64).reshape(-1)
-    emphasised = np.empty_like(x)
+    x = np.asarray(wav).reshape(-1)
+    # pre-emphasis in float64 straight into the zero-padded STFT input (one signal-sized buffer)
+    pad = N_FFT // 2
+    padded = np.zeros(len(x) + 2 * pad, dtype=np.float64)
     if x.size:
+        emphasised = padded[pad:pad + len(x)]
         emphasised[0] = x[0]
-        emphasised[1:] = x[1:] - PREEMPHASIS * x[:-1]
-    padded = np.pad(emphasised, N_FFT // 2)
+        np.multiply(x[:-1], -PREEMPHASIS, out=emphasised[1:], dtype=np.float64)
+        np.add(emphasised[1:], x[1:], out=emphasised[1:], dtype=np.float64)
     frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_LENGTH]
     window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(N_FFT) / N_FFT)
     basis_t = _mel_basis().astype(np.float64).T
@@ -266,23 +270,19 @@ def window_starts(num_frames: int, fps: float = 25.0) -> np.ndarray:
     return np.trunc(float(MEL_RATE) * offsets).astype(np.int64)
 
 
-def mel_windows(mel: np.ndarray, num_frames: int, fps: float = 25.0) -> np.ndarray:
+def mel_windows(mel: np.ndarray, num_frames: int, fps: float = 25.0, block_frames: int = 1024) -> np.ndarray:
     """(num_frames, 80, 16) float32: for frame i the mel rows ``start_i .. start_i + 15`` (indices clamped
     to the spectrogram, i.e. edge rows repeated), transposed."""
     mel = np.asarray(mel)
     if mel.ndim != 2 or mel.shape[1] != N_MELS or mel.shape[0] == 0:
         raise ValueError(f"mel must have shape (n_frames > 0, {N_MELS}), got {mel.shape}")
     starts = window_starts(num_frames, fps)
-    if num_frames == 0:
-        return np.zeros((0, N_MELS, WINDOW_STEPS), np.float32)
-    before = max(0, -int(starts.min()))
-    after = max(0, int(starts.max()) + WINDOW_STEPS - mel.shape[0])
+    rows = np.clip(starts[:, None] + np.arange(WINDOW_STEPS), 0, mel.shape[0] - 1)
     source = mel.astype(np.float32)
-    padded = np.concatenate([np.repeat(source[:1], before, axis=0), source,
-                             np.repeat(source[-1:], after, axis=0)])
-    # view [j, band, step] = padded[j + step, band]: every possible window without copying
-    every_window = np.lib.stride_tricks.sliding_window_view(padded, WINDOW_STEPS, axis=0)
-    return np.ascontiguousarray(every_window[starts + before])
+    windows = np.empty((num_frames, N_MELS, WINDOW_STEPS), np.float32)
+    for first in range(0, num_frames, block_frames):  # blocks keep the gathered copy small for long audio
+        windows[first:first + block_frames] = source[rows[first:first + block_frames]].transpose(0, 2, 1)
+    return windows
 
 
 def silent_mel_windows(num_frames: int) -> np.ndarray:
