@@ -77,6 +77,7 @@ NETWORK_CLASSES = {
 }
 
 _LIST_AT_MOST = 8
+_LFS_POINTER = b"version https://git-lfs"
 
 
 def safetensors_name(size: int) -> str:
@@ -185,7 +186,7 @@ def _missing_message(missing: list[str], folders: tuple[Path, ...], old_version:
             f"{folders[0]}`, or pass download=True):\n{how_to_get(missing)}")
     if not old_version:
         text += (f"\nThe old-version files ({', '.join(OLD_SET)}, release v0.0.2) are optional; "
-                 f"{safetensors_name(256)} replaces them.")
+                 "the SadTalker_V0.0.2_<size>.safetensors file replaces them.")
     return text
 
 
@@ -245,6 +246,7 @@ def read_safetensors_sections(path: str | os.PathLike, prefixes: Sequence[str]
 def _safetensors_header(path: Path) -> dict:
     """The parsed JSON header, after the structural checks that give a clear message for a damaged file."""
     size = path.stat().st_size
+    _reject_lfs_pointer(path)
     with open(path, "rb") as f:
         prefix = f.read(8)
         if len(prefix) < 8:
@@ -281,6 +283,7 @@ def read_pickle_sections(path: str | os.PathLike, sections: Sequence[str]) -> di
     import torch
 
     path = Path(path)
+    _reject_lfs_pointer(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -306,6 +309,14 @@ def read_pickle_sections(path: str | os.PathLike, sections: Sequence[str]) -> di
             raise _corrupt(path, f"its {section!r} entry is not a state dict of tensors")
         found[section] = dict(state)
     return found
+
+
+def _reject_lfs_pointer(path: Path) -> None:
+    """A clone of a model repository without Git LFS leaves ~130-byte text stubs under the real names."""
+    with open(path, "rb") as f:
+        if f.read(len(_LFS_POINTER)) == _LFS_POINTER:
+            raise _corrupt(path, "it is a Git LFS pointer, not the file itself (run `git lfs pull` in that "
+                                 "repository)")
 
 
 #: How torch's weights-only unpickler reports a global (class / function) it will not touch, torch 2.1 .. 2.13.
