@@ -33,6 +33,13 @@ def five_points(lm68: np.ndarray) -> np.ndarray:
     return np.stack([lm68[[36, 39]].mean(axis=0), lm68[[42, 45]].mean(axis=0), lm68[30], lm68[48], lm68[54]])
 
 
+def flip_y(lm: np.ndarray, height: int) -> np.ndarray:
+    """Landmarks (float64) with y measured upwards from the last row, as the 3DMM fit expects."""
+    flipped = np.array(lm, dtype=np.float64)
+    flipped[:, 1] = height - 1 - flipped[:, 1]
+    return flipped
+
+
 def pos_fit(points_2d: np.ndarray, points_3d: np.ndarray = LM3D_STD_5) -> tuple[np.ndarray, float]:
     """Least-squares scaled-orthographic pose: translation ``t`` (2,) and scale ``s`` (float64).
 
@@ -60,8 +67,7 @@ def align_for_recon(frame: np.ndarray, landmarks_in_frame: np.ndarray
     y-flipped landmarks in aligned-image pixels.
     """
     height, width = frame.shape[:2]
-    lm = as_landmarks68(landmarks_in_frame, "landmarks_in_frame").astype(np.float64)
-    lm[:, 1] = height - 1 - lm[:, 1]
+    lm = flip_y(as_landmarks68(landmarks_in_frame, "landmarks_in_frame"), height)
     t, s_pos = pos_fit(five_points(lm))
     if not np.isfinite(s_pos) or s_pos <= 0:
         raise NoFaceError("The face landmarks are degenerate, so the face cannot be aligned for the 3DMM fit. "

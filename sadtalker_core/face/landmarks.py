@@ -285,11 +285,26 @@ def _fan_landmarks(net, image: np.ndarray, boxes: Sequence[Box], device: str) ->
         heat = _last(net(batch))
         heat = heat + fa.flip(_last(net(fa.flip(batch))), is_label=True)
         heat = heat.float().cpu().numpy()
-    points = []
-    for i in range(len(boxes)):
-        _, in_image, _ = fa.get_preds_fromhm(heat[i:i + 1], centres[i], scales[i])
-        points.append(np.asarray(in_image, dtype=np.float32).reshape(68, 2))
-    return points
+    return [_heatmap_peaks(heat[i], centres[i], scales[i]) for i in range(len(boxes))]
+
+
+def _heatmap_peaks(heat: np.ndarray, centre: np.ndarray, scale: float) -> np.ndarray:
+    """(68, R, R) heat maps -> (68, 2) image pixels: arg-max, a quarter pixel towards the higher neighbour
+    (interior peaks only), then the inverse of the crop transform. This is face-alignment's decoding,
+    vectorised (no numba compilation, ~25 s per process on CPU) and without its final truncation to whole
+    pixels, which would shift every point by half a pixel on average."""
+    count, size = heat.shape[0], heat.shape[-1]
+    flat = heat.reshape(count, -1).argmax(axis=1)
+    px, py = flat % size, flat // size
+    peaks = np.stack([px, py], axis=1).astype(np.float32) + 0.5
+    inner = (px > 0) & (px < size - 1) & (py > 0) & (py < size - 1)
+    rows = np.nonzero(inner)[0]
+    x, y = px[rows], py[rows]
+    gradient = np.stack([heat[rows, y, x + 1] - heat[rows, y, x - 1], heat[rows, y + 1, x] - heat[rows, y - 1, x]],
+                        axis=1)
+    peaks[rows] += np.sign(gradient).astype(np.float32) * 0.25
+    side = 200.0 * scale  # face-alignment's SCALE_FACTOR: the crop spans 200 * scale image pixels
+    return (peaks * (side / size) + (np.asarray(centre) - side / 2)).astype(np.float32)
 
 
 def _last(output):
