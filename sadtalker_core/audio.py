@@ -156,6 +156,8 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
     wav = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
     if wav.size == 0:
         raise AudioError(f"{path.name} contains no audio samples (0 s of sound); give a file with speech in it.")
+    if not np.isfinite(wav).all():
+        raise AudioError(f"{path.name} contains invalid samples (NaN or infinity); re-export it as 16-bit WAV.")
     return wav.astype(np.float32, copy=False)
 
 

@@ -10,8 +10,8 @@ stretched to multiples of 16, and the output appears only when complete.
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -82,6 +82,11 @@ class VideoWriter:
         else:
             self.close()
         return False
+
+    def __del__(self):
+        # a writer dropped without close() must not leave a half-written partial file behind
+        if not getattr(self, "_finished", True) and self._process is not None:
+            self.abort()
 
     # -- public ---------------------------------------------------------------------------------------
     def write(self, frames) -> None:
@@ -170,10 +175,8 @@ class VideoWriter:
 
     def _start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, partial = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".partial{self.path.suffix}",
-                                           dir=self.path.parent)
-        os.close(handle)
-        self._partial = Path(partial)
+        # a random sibling name (not mkstemp: ffmpeg creates the file, so it gets the usual permissions)
+        self._partial = self.path.with_name(f".{self.path.stem}.{secrets.token_hex(6)}.partial{self.path.suffix}")
         pass_fds: tuple[int, ...] = ()
         try:
             audio_args, pass_fds, samples = self._audio_input()
