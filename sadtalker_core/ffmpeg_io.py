@@ -47,11 +47,16 @@ class LogDrain:
         self._thread.start()
 
     def _run(self) -> None:
-        for chunk in iter(lambda: self._pipe.read1(8192), b""):
-            self._chunks.append(chunk)
-            self._size += len(chunk)
-            while self._size > self._limit and len(self._chunks) > 1:
-                self._size -= len(self._chunks.pop(0))
+        try:
+            for chunk in iter(lambda: self._pipe.read1(8192), b""):
+                self._chunks.append(chunk)
+                self._size += len(chunk)
+                while self._size > self._limit and len(self._chunks) > 1:
+                    self._size -= len(self._chunks.pop(0))
+        except (OSError, ValueError):  # the child vanished mid-read: keep what arrived
+            pass
+        finally:
+            self._pipe.close()
 
     def text(self, timeout: float = 5.0) -> str:
         self._thread.join(timeout)

@@ -60,7 +60,8 @@ class VideoWriter:
             raise ValueError(f"fps must be positive, got {fps}")
         if not 0 <= int(crf) <= 51:
             raise ValueError(f"crf must be in 0..51 (lower is better quality), got {crf}")
-        self.frame_size = tuple(frame_size) if frame_size is not None else None  # (width, height)
+        #: (width, height); taken from the first frame when not given
+        self.frame_size = tuple(int(v) for v in frame_size) if frame_size is not None else None
         self.fps, self.duration, self.crf, self.preset = float(fps), duration, int(crf), preset
         self.audio, self.audio_sample_rate, self.audio_bitrate = audio, int(audio_sample_rate), audio_bitrate
         self.frames_written = 0
@@ -158,13 +159,11 @@ class VideoWriter:
 
     def _cleanup(self) -> None:
         self._finished = True
-        if self._process is not None:
-            for pipe in (self._process.stdin, self._process.stderr):
-                try:
-                    if pipe is not None:
-                        pipe.close()
-                except (BrokenPipeError, OSError):
-                    pass
+        if self._process is not None and self._process.stdin is not None:
+            try:
+                self._process.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
         if self._audio_thread is not None:
             self._audio_thread.join()
             self._audio_thread = None
