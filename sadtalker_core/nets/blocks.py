@@ -69,7 +69,11 @@ class DownBlock3d(nn.Module):
         self.norm = nn.BatchNorm3d(out_features)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.avg_pool3d(F.relu(self.norm(self.conv(x))), (1, 2, 2))
+        x = F.relu(self.norm(self.conv(x)))
+        b, c, d, h, w = x.shape
+        # (1, 2, 2) pooling as 2-D pooling of the depth-folded volume: same sums, and unlike avg_pool3d it
+        # also runs in bfloat16 on CPU.
+        return F.avg_pool2d(x.reshape(b, c * d, h, w), 2).reshape(b, c, d, h // 2, w // 2)
 
 
 class UpBlock3d(nn.Module):
