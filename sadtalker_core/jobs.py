@@ -1,0 +1,234 @@
+"""One generation job as every front end runs it (Gradio tab, standalone app, REST routes).
+
+``JobRunner`` owns what the front ends share: finding the checkpoint folder, keeping one ``SadTalker``
+per (folder, device), the output folder, the sidecar JSON written next to each video, and unloading the
+models after a job when asked. Locking, progress reporting and cancellation belong to the caller (the host's
+queue lock and ``shared.state`` in the WebUI, a plain lock and an event standalone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from . import __version__
+from .errors import CheckpointNotFoundError
+from .options import validate_options
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class JobResult:
+    video_path: Path
+    sidecar_path: Path
+    options: dict
+    info: dict
+    crop_preview: Any = None  # uint8 RGB array of the face crop, or None
+
+
+@dataclass
+class RunnerConfig:
+    """What a job needs to know about its environment; front ends rebuild it from their settings per job."""
+
+    checkpoint_dirs: Sequence[Path]  # candidates in discovery order; the first holding the files wins
+    output_dir: Path
+    device: Any = None  # None: the pipeline picks cuda, mps, cpu
+    dtype: Any = None
+    keep_loaded: bool = True
+    extra_sidecar: dict = field(default_factory=dict)
+
+
+class JobControl:
+    """Progress and cancellation of the job in flight (standalone flavour: an event and a dict).
+
+    The WebUI extension subclasses this to report through ``shared.state`` and to honour the host's
+    Interrupt.
+    """
+
+    def __init__(self):
+        self._cancel = threading.Event()
+        self._snapshot: dict = {"active": False}
+
+    @contextlib.contextmanager
+    def scope(self, title: str) -> Iterator[tuple[Callable[[str, int, int], None], Any]]:
+        self._cancel.clear()
+        self._snapshot = {"active": True, "job": title, "stage": None, "done": 0, "total": 0,
+                          "started": time.time()}
+        try:
+            yield self.progress, self._cancel
+        finally:
+            self._snapshot = {"active": False}
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        self._snapshot.update(stage=stage, done=done, total=total)
+
+    def interrupt(self) -> None:
+        self._cancel.set()
+
+    def snapshot(self) -> dict:
+        return dict(self._snapshot)
+
+
+def _default_talker_factory(checkpoint_dir: Path, device: Any, dtype: Any):
+    from .pipeline import SadTalker
+
+    return SadTalker(checkpoint_dir, device=device, dtype=dtype)
+
+
+def find_checkpoint_dir(candidates: Iterable[Path], size: int = 256, preprocess: str = "crop") -> Path:
+    """The first candidate folder that holds the checkpoints for ``size`` / ``preprocess``.
+
+    Raises ``CheckpointNotFoundError`` whose message lists the missing files, every folder looked in and how
+    to get the files.
+    """
+    folders = []
+    for candidate in candidates:
+        path = Path(candidate).expanduser()
+        if path not in folders:
+            folders.append(path)
+    if not folders:
+        raise CheckpointNotFoundError("no checkpoint folder is configured: pass a folder, set "
+                                      "SADTALKER_CHECKPOINTS or the checkpoint folder setting.")
+    try:
+        from .checkpoints import locate_checkpoints
+    except ImportError:  # checkpoint discovery not available in this build: take the first existing folder
+        for path in folders:
+            if path.is_dir():
+                return path
+        raise CheckpointNotFoundError("no checkpoint folder exists. Looked in: "
+                                      + ", ".join(str(p) for p in folders)) from None
+    first_error: CheckpointNotFoundError | None = None
+    for path in folders:
+        try:
+            locate_checkpoints(path, size=size, preprocess=preprocess)
+            return path
+        except CheckpointNotFoundError as error:
+            first_error = first_error or error
+    looked = "\n".join(f"  - {p}" for p in folders)
+    raise CheckpointNotFoundError(f"{first_error}\nFolders looked in, in this order:\n{looked}")
+
+
+class JobRunner:
+    """Runs generation jobs with settings re-read from ``config()`` for every job.
+
+    ``talker_factory(checkpoint_dir, device, dtype)`` builds the pipeline object; the default is
+    ``sadtalker_core.SadTalker``.
+    """
+
+    def __init__(self, config: Callable[[], RunnerConfig],
+                 talker_factory: Callable[[Path, Any, Any], Any] = _default_talker_factory,
+                 after_unload: Callable[[], None] | None = None):
+        self._config = config
+        self.talker_factory = talker_factory
+        self._after_unload = after_unload
+        self._talkers: dict[tuple, Any] = {}
+        self._guard = threading.Lock()  # protects the talker cache only; jobs are serialized by the caller
+
+    def config(self) -> RunnerConfig:
+        return self._config()
+
+    def checkpoint_problem(self, size: int = 256, preprocess: str = "crop") -> str | None:
+        """``None`` when the checkpoints are found, else the message saying which files, where, how to get them."""
+        try:
+            find_checkpoint_dir(self.config().checkpoint_dirs, size=size, preprocess=preprocess)
+        except CheckpointNotFoundError as error:
+            return str(error)
+        return None
+
+    def status(self) -> dict:
+        config = self.config()
+        found: dict[str, Any] = {}
+        for size in (256, 512):
+            try:
+                found[str(size)] = str(find_checkpoint_dir(config.checkpoint_dirs, size=size))
+            except CheckpointNotFoundError:
+                found[str(size)] = None
+        problem = None if found["256"] else self.checkpoint_problem()
+        return {
+            "version": __version__,
+            "device": str(config.device) if config.device is not None else _auto_device_name(),
+            "checkpoints": {"found": found, "searched": [str(p) for p in config.checkpoint_dirs],
+                            "problem": problem},
+            "output_dir": str(config.output_dir),
+            "models_loaded": bool(self._talkers),
+        }
+
+    def _talker(self, config: RunnerConfig, checkpoint_dir: Path):
+        key = (str(checkpoint_dir), str(config.device), str(config.dtype))
+        with self._guard:
+            talker = self._talkers.get(key)
+            if talker is None:
+                for other in self._talkers.values():  # one set of models in memory at a time
+                    other.unload()
+                self._talkers.clear()
+                talker = self._talkers[key] = self.talker_factory(checkpoint_dir, config.device, config.dtype)
+            return talker
+
+    def unload(self) -> None:
+        with self._guard:
+            for talker in self._talkers.values():
+                talker.unload()
+            self._talkers.clear()
+        if self._after_unload is not None:
+            self._after_unload()
+
+    def run(self, source_image: Any, driven_audio: Any, options: dict | None = None, *,
+            progress: Progress | None = None, cancel: Any = None) -> JobResult:
+        """Validates ``options``, generates, writes the sidecar JSON; unloads afterwards unless kept loaded."""
+        options = validate_options(options or {})
+        config = self.config()
+        checkpoint_dir = find_checkpoint_dir(config.checkpoint_dirs, size=options["size"],
+                                             preprocess=options["preprocess"])
+        result_dir = Path(config.output_dir) / _dt.date.today().isoformat()
+        result_dir.mkdir(parents=True, exist_ok=True)
+        talker = self._talker(config, checkpoint_dir)
+        try:
+            result = talker.generate(source_image, driven_audio, result_dir=result_dir, progress=progress,
+                                     cancel=cancel, **options)
+        finally:
+            if not config.keep_loaded:
+                self.unload()
+        video_path = Path(result.video_path)
+        sidecar = video_path.with_suffix(".json")
+        record = {
+            "sadtalker_core": __version__,
+            "created": _dt.datetime.now().isoformat(timespec="seconds"),
+            "video": video_path.name,
+            "source_image": _describe_input(source_image),
+            "driven_audio": _describe_input(driven_audio),
+            "checkpoint_dir": str(checkpoint_dir),
+            "options": dict(result.options),
+            "info": dict(result.info),
+            **config.extra_sidecar,
+        }
+        sidecar.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+        return JobResult(video_path=video_path, sidecar_path=sidecar, options=dict(result.options),
+                         info=dict(result.info), crop_preview=getattr(result, "crop_preview", None))
+
+
+def _describe_input(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, Path)):
+        return Path(value).name
+    shape = getattr(value, "shape", None) or getattr(value, "size", None)
+    return f"{type(value).__name__} {tuple(shape) if shape is not None else ''}".strip()
+
+
+def _auto_device_name() -> str:
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"

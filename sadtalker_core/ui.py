@@ -1,0 +1,260 @@
+"""The SadTalker Gradio Blocks, shared by the WebUI tab and the standalone app.
+
+One code base for gradio 3.41 (A1111), 3.43 (SD.Next), 4.40 (Forge) and 6.x (standalone): every keyword
+that not all of them share is passed only when the running gradio declares it (feature detection, no
+version checks), and nothing uses ``.style()``. Every element id starts with ``sadtalker_`` so it never
+collides with host ids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import inspect
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ContextManager
+
+from .errors import Cancelled, SadTalkerError
+from .jobs import JobControl, JobRunner
+from .options import OPTIONS, OPTIONS_BY_NAME, REF_INFO, Option
+
+#: options the reference-video box covers (one upload + what to take from it)
+REFERENCE_OPTIONS = ("ref_video", "ref_info", "ref_pose", "ref_eyeblink")
+MAIN_OPTIONS = ("preprocess", "size", "still", "pose_style", "expression_scale", "head_motion_scale", "blink",
+                "enhancer", "batch_size")
+#: slider ranges narrower than the option's valid range, where the full range is never useful in a UI
+SLIDER_RANGES = {"expression_scale": (0.0, 3.0, 0.05), "head_motion_scale": (0.0, 3.0, 0.05),
+                 "batch_size": (1, 32, 1), "pose_style": (0, 45, 1), "fps": (1, 60, 1), "crf": (0, 51, 1)}
+NONE_CHOICE = "none"
+
+
+def _accepted_params(fn: Callable) -> set[str] | None:
+    """Keyword names ``fn`` declares, or ``None`` when it is an opaque ``*args, **kwargs`` wrapper."""
+    try:
+        parameters = inspect.signature(inspect.unwrap(fn)).parameters
+    except (TypeError, ValueError):
+        return None
+    names = {n for n, p in parameters.items()
+             if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    names.discard("self")
+    return names or None
+
+
+def supported_kwargs(fn: Callable, **kwargs: Any) -> dict[str, Any]:
+    accepted = _accepted_params(fn)
+    return kwargs if accepted is None else {k: v for k, v in kwargs.items() if k in accepted}
+
+
+def make(cls, **kwargs: Any):
+    """``cls(**kwargs)`` minus the keywords this gradio's ``cls`` does not declare."""
+    return cls(**supported_kwargs(cls.__init__, **kwargs))
+
+
+def listen(event: Callable, fn: Callable | None, *, js: str | None = None, **kwargs: Any):
+    """Wires an event; ``js`` goes to ``js=`` (gradio 4+) or ``_js=`` (gradio 3)."""
+    accepted = _accepted_params(event)
+    if js is not None:
+        if accepted is None or "js" in accepted:
+            kwargs["js"] = js
+        else:
+            kwargs["_js"] = js
+    if accepted is not None:
+        kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+    return event(fn=fn, **kwargs)
+
+
+def _label(name: str) -> str:
+    return name.replace("_", " ").capitalize()
+
+
+def option_component(gr, option: Option, default: Any):
+    """The input component for one option, with the option's help as ``info``."""
+    common = dict(label=_label(option.name), info=option.help, elem_id=f"sadtalker_{option.name}")
+    if option.kind == "bool":
+        return make(gr.Checkbox, value=bool(default), **common)
+    if option.choices is not None:
+        choices = [str(c) for c in option.choices] + ([NONE_CHOICE] if option.optional else [])
+        value = NONE_CHOICE if default is None else str(default)
+        if len(choices) <= 5:
+            return make(gr.Radio, choices=choices, value=value, **common)
+        return make(gr.Dropdown, choices=choices, value=value, **common)
+    if option.kind in ("int", "float") and not option.optional:
+        lo, hi, step = SLIDER_RANGES.get(option.name, (option.minimum, option.maximum,
+                                                         1 if option.kind == "int" else 0.01))
+        return make(gr.Slider, minimum=lo, maximum=hi, step=step, value=default, **common)
+    placeholder = {"angles": "e.g. -20 20 (degrees)", "box": "x0 y0 x1 y1", "landmarks": "JSON: [[x, y], ...]",
+                   "int": "empty = automatic", "float": "empty = off"}.get(option.kind, "")
+    value = "" if default is None else (json.dumps(default) if isinstance(default, list) else str(default))
+    return make(gr.Textbox, value=value, placeholder=placeholder, lines=1, **common)
+
+
+def ui_value_to_option(option: Option, value: Any) -> Any:
+    """What ``validate_options`` should see for a component value (empty and "none" mean unset)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if option.optional and text in ("", NONE_CHOICE):
+            return None
+        if option.kind == "landmarks" and text.startswith(("[", "{")):
+            try:
+                return json.loads(text)
+            except ValueError:
+                return text
+        return text
+    return value
+
+
+def _ref_options(ref_video: Any, ref_use: str | None) -> dict:
+    if not ref_video:
+        return {}
+    if isinstance(ref_video, dict):  # some gradio versions hand back {"name"/"path": ...}
+        ref_video = ref_video.get("path") or ref_video.get("name")
+    return {"ref_video": ref_video, "ref_info": ref_use or "pose+blink"}
+
+
+def format_info(result) -> str:
+    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
+                   for k, v in result.info.items())
+    return (f"<div class='sadtalker-info'><p>Saved <code>{html.escape(str(result.video_path))}</code> "
+            f"(parameters in <code>{html.escape(result.sidecar_path.name)}</code>)</p>"
+            f"<table>{rows}</table></div>")
+
+
+def format_error(message: str) -> str:
+    return f"<div class='sadtalker-error'><pre>{html.escape(message)}</pre></div>"
+
+
+def servable_path(path) -> str:
+    """``path``, or a temp copy when it lies outside the working folder and the temp folder: gradio 4+
+    refuses to serve other files unless the app allowed their folder."""
+    path = Path(path).resolve()
+    for root in (Path.cwd(), Path(tempfile.gettempdir())):
+        if path.is_relative_to(root.resolve()):
+            return str(path)
+    copy = Path(tempfile.mkdtemp(prefix="sadtalker_")) / path.name
+    shutil.copyfile(path, copy)
+    return str(copy)
+
+
+@dataclass
+class TabParts:
+    blocks: Any
+    source_image: Any
+    generate_button: Any
+    interrupt_button: Any
+    video: Any
+    crop_preview: Any
+    output_dir: Any
+    info: Any
+    checkpoint_notice: Any
+    generate: Callable  # the function wired to the Generate button (wrapped), inputs in ``inputs`` order
+    inputs: list
+
+
+def build_ui(runner: JobRunner, control: JobControl, *, lock: ContextManager | None = None,
+             wrap: Callable[[Callable], Callable] | None = None, task_id: bool = False,
+             submit_js: str | None = None, defaults: dict | None = None,
+             title: str | None = None) -> TabParts:
+    """Builds the Blocks; ``wrap`` wraps the generate function (the host's GPU-queue wrapper).
+
+    With ``task_id`` the first input is a hidden task-id textbox that ``submit_js`` fills, so the host's
+    progress bar can follow the job. The last output is an HTML box (the host appends "Time taken" to it).
+    """
+    import gradio as gr
+
+    values = {o.name: o.default for o in OPTIONS}
+    values.update(defaults or {})
+    option_inputs: dict[str, Any] = {}
+
+    with gr.Blocks(analytics_enabled=False) as blocks:
+        if title:
+            gr.Markdown(f"## {title}")
+        problem = runner.checkpoint_problem(size=int(values["size"]), preprocess=str(values["preprocess"]))
+        checkpoint_notice = make(gr.HTML, value=format_error(problem) if problem else "",
+                                 elem_id="sadtalker_checkpoint_notice")
+        with make(gr.Row, elem_id="sadtalker_main_row"):
+            with make(gr.Column, elem_id="sadtalker_inputs"):
+                source_image = make(gr.Image, label="Source image", type="filepath",
+                                    elem_id="sadtalker_source_image")
+                audio_inputs = _audio_inputs(gr)
+                with make(gr.Accordion, label="Reference video (optional)", open=False,
+                          elem_id="sadtalker_reference"):
+                    ref_video = make(gr.Video, label="Reference video", sources=["upload"],
+                                     elem_id="sadtalker_ref_video")
+                    ref_use = make(gr.Radio, label="Use from the reference video", choices=list(REF_INFO),
+                                   value="pose+blink", info=OPTIONS_BY_NAME["ref_info"].help,
+                                   elem_id="sadtalker_ref_use")
+            with make(gr.Column, elem_id="sadtalker_settings"):
+                for name in MAIN_OPTIONS:
+                    option_inputs[name] = option_component(gr, OPTIONS_BY_NAME[name], values[name])
+                with make(gr.Accordion, label="Advanced", open=False, elem_id="sadtalker_advanced"):
+                    for option in OPTIONS:
+                        if option.name not in MAIN_OPTIONS and option.name not in REFERENCE_OPTIONS:
+                            option_inputs[option.name] = option_component(gr, option, values[option.name])
+            with make(gr.Column, elem_id="sadtalker_outputs"):
+                with make(gr.Row):
+                    generate_button = make(gr.Button, value="Generate", variant="primary",
+                                           elem_id="sadtalker_generate")
+                    interrupt_button = make(gr.Button, value="Interrupt", elem_id="sadtalker_interrupt")
+                video = make(gr.Video, label="Result", interactive=False, elem_id="sadtalker_result")
+                crop_preview = make(gr.Image, label="Face crop", type="numpy", interactive=False,
+                                    elem_id="sadtalker_crop_preview")
+                output_dir = make(gr.Textbox, label="Output folder", value=str(runner.config().output_dir),
+                                  interactive=False, elem_id="sadtalker_output_dir")
+                info = make(gr.HTML, value="", elem_id="sadtalker_info")
+        task_box = make(gr.Textbox, visible=False, elem_id="sadtalker_id_task") if task_id else None
+
+        option_names = list(option_inputs)
+
+        def generate(*args):
+            if task_id:
+                args = args[1:]
+            count = len(audio_inputs)
+            image, audio_values = args[0], args[1:1 + count]
+            video_in, use, option_values = args[1 + count], args[2 + count], args[3 + count:]
+            audio = next((a for a in audio_values if a), None)
+            folder = str(runner.config().output_dir)
+            if not image:
+                return None, None, folder, format_error("Add a source image (a portrait) first.")
+            raw = {n: ui_value_to_option(OPTIONS_BY_NAME[n], v) for n, v in zip(option_names, option_values)}
+            raw.update(_ref_options(video_in, use))
+            with (lock or contextlib.nullcontext()), control.scope("sadtalker") as (progress, cancel):
+                try:
+                    result = runner.run(image, audio, raw, progress=progress, cancel=cancel)
+                except Cancelled:
+                    return None, None, folder, format_error("Interrupted.")
+                except SadTalkerError as error:
+                    return None, None, folder, format_error(str(error))
+            return (servable_path(result.video_path), result.crop_preview, str(result.video_path.parent),
+                    format_info(result))
+
+        inputs = ([task_box] if task_box is not None else []) + [source_image, *audio_inputs, ref_video,
+                                                                   ref_use, *option_inputs.values()]
+        handler = wrap(generate) if wrap else generate
+        listen(generate_button.click, handler, js=submit_js, inputs=inputs,
+               outputs=[video, crop_preview, output_dir, info], show_progress=True)
+        listen(interrupt_button.click, control.interrupt, inputs=[], outputs=[], queue=False)
+
+    return TabParts(blocks=blocks, source_image=source_image, generate_button=generate_button,
+                    interrupt_button=interrupt_button, video=video, crop_preview=crop_preview,
+                    output_dir=output_dir, info=info, checkpoint_notice=checkpoint_notice, generate=handler,
+                    inputs=inputs)
+
+
+def _audio_inputs(gr) -> list:
+    """Upload and microphone in one component where gradio allows it (4+), else two (gradio 3)."""
+    accepted = _accepted_params(gr.Audio.__init__)
+    if accepted is None or "sources" in accepted:
+        return [make(gr.Audio, label="Driving audio (upload or record)", type="filepath",
+                     sources=["upload", "microphone"], elem_id="sadtalker_audio")]
+    with make(gr.Tabs, elem_id="sadtalker_audio_tabs"):
+        with make(gr.TabItem, label="Upload audio"):
+            upload = make(gr.Audio, label="Driving audio", type="filepath", source="upload",
+                          elem_id="sadtalker_audio")
+        with make(gr.TabItem, label="Record"):
+            record = make(gr.Audio, label="Record audio", type="filepath", source="microphone",
+                          elem_id="sadtalker_audio_record")
+    return [upload, record]
