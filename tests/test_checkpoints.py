@@ -122,8 +122,10 @@ def test_files_are_found_per_file_across_folders(tmp_path):
 
 def test_renamed_file_is_missing(tmp_path):
     folder = _touch(tmp_path, "SadTalker_V0.0.2_256.safetensors.bak", MAP70)
-    with pytest.raises(CheckpointNotFoundError, match=ST256):
+    with pytest.raises(CheckpointNotFoundError) as caught:
         checkpoints.locate_checkpoints(folder)
+    text = str(caught.value)
+    assert f"files: {ST256}." in text and str(folder.resolve()) in text and RC_URL + ST256 in text
 
 
 @pytest.mark.parametrize("kwargs", [{"size": 384}, {"preprocess": "crop "}, {"preprocess": "Full"}])
