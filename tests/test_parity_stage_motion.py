@@ -134,10 +134,10 @@ def test_stage3_random_draws_and_composition(sidecar):
 
 def _stage4_inputs(meta: dict) -> tuple[np.ndarray, np.ndarray]:
     """(generated coefficients (T, 70) of stage 3, source coefficient row of stage 2 in this preprocess mode)."""
-    generated = [a["coeff_3dmm"] for a in (golden.load_sidecar(p)[1] for p in golden.sidecars("stages", "s3_*.json"))
-                 if "coeff_3dmm" in a and len(a["coeff_3dmm"]) == meta["frame_num"]]
-    sources = [golden.load_sidecar(p)[1]["coeff_3dmm"] for p in golden.sidecars("stages", "s2_*.json")
-               if golden.load_sidecar(p)[0].get("preprocess") == meta["preprocess"]]
+    stage3 = (golden.load_sidecar(p)[1] for p in golden.sidecars("stages", "s3_*.json"))
+    generated = [a["coeff_3dmm"] for a in stage3 if len(a.get("coeff_3dmm", ())) == meta["frame_num"]]
+    stage2 = (golden.load_sidecar(p) for p in golden.sidecars("stages", "s2_*.json"))
+    sources = [a["coeff_3dmm"] for m, a in stage2 if m.get("preprocess") == meta["preprocess"]]
     assert len(generated) == 1, f"expected one stage-3 sidecar with {meta['frame_num']} frames, found {len(generated)}"
     assert len(sources) == 1, f"expected one stage-2 sidecar in mode {meta['preprocess']}, found {len(sources)}"
     return generated[0], sources[0]
