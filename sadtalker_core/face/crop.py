@@ -18,7 +18,6 @@ Two deliberate differences, both invisible whenever the official result is self-
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -69,7 +68,11 @@ def align_quad(lm: np.ndarray) -> tuple[np.ndarray, float]:
     eye_to_mouth = mouth_avg - eye_avg
 
     x = eye_to_eye - np.flipud(eye_to_mouth) * np.array([-1, 1])
-    x = x / np.hypot(*x)
+    length = np.hypot(*x)
+    if not (np.isfinite(length) and length > 0):
+        raise NoFaceError("The face landmarks are degenerate (eyes and mouth on one point), so no face crop can "
+                          "be built. Pass real 68-point landmarks or let the detector find the face.")
+    x = x / length
     # Scalars: numpy < 2 promoted float32 hypot results to float64 before scaling; do so on every numpy.
     x = x * max(float(np.hypot(*eye_to_eye)) * 2.0, float(np.hypot(*eye_to_mouth)) * 1.8)
     y = np.flipud(x) * np.array([-1, 1])
@@ -82,9 +85,6 @@ def crop_geometry(lm: np.ndarray, width: int, height: int) -> CropGeometry:
     """Official ``Preprocesser.align_face`` box arithmetic for an image of ``width`` x ``height``."""
     lm = as_landmarks68(lm, "landmarks")
     quad, qsize = align_quad(lm)
-    if not math.isfinite(qsize) or qsize < 1:
-        raise NoFaceError("The face landmarks are degenerate (eyes and mouth on one point), so no face crop can "
-                          "be built. Pass real 68-point landmarks or let the detector find the face.")
     rsize = (width, height)
     shrink = int(np.floor(qsize / _ANALYSIS_SIZE * 0.5))
     if shrink > 1:

@@ -153,9 +153,9 @@ def locate_face(image: np.ndarray, *, backend: str = "fan", landmarks=None,
     faces = detect_faces(image, backend, face_box=face_box, **backend_options)
     if not faces:
         height, width = np.shape(image)[:2]
-        hint = " or backend='fan'" if backend == "dlib" else ""
+        hint = ", or try backend='fan'" if backend == "dlib" else ""
         raise NoFaceError(f"No face found in the {width}x{height} source image by the {backend} backend. Use a "
-                          "photo with a clearly visible, roughly frontal face, pass face_box=(x0, y0, x1, y1) "
+                          "photo with a clearly visible, roughly frontal face, or pass face_box=(x0, y0, x1, y1) "
                           f"around the face in pixels{hint}.")
     return select_face(faces, face_index)
 
