@@ -45,7 +45,11 @@ def load_image(source: ImageSource, *, max_side: int | None = DEFAULT_MAX_SIDE) 
     the full resolution. Raises ``ImageError`` naming the problem and the fix.
     """
     if isinstance(source, Image.Image):
-        rgb = _pil_to_rgb(source, max_side)
+        try:
+            rgb = _pil_to_rgb(source, max_side)
+        except (OSError, ValueError) as error:  # a lazily opened image whose file is damaged or closed
+            raise ImageError(f"The PIL source image cannot be decoded ({error}). Re-open or re-save the "
+                             "image and try again.") from error
     elif isinstance(source, np.ndarray):
         rgb = _array_to_rgb(source)
         if max_side is not None and max(rgb.shape[:2]) > max_side:
@@ -89,7 +93,7 @@ def _decode(data: bytes, name: str, max_side: int | None) -> np.ndarray:
             # Decode at the smallest power-of-two reduction still larger than the target size.
             scale = max_side / max(image.size)
             if scale < 1:
-                image.draft("RGB", (int(image.size[0] * scale) + 1, int(image.size[1] * scale) + 1))
+                image.draft(None, (int(image.size[0] * scale) + 1, int(image.size[1] * scale) + 1))
         image.load()
     except Image.DecompressionBombError as error:
         raise ImageError(f"{name} is too large to decode safely ({error}). Downscale it below "
