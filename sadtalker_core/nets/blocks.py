@@ -164,14 +164,14 @@ class SpectralNormConv2d(nn.Module):
         self.weight_u.copy_(u)
         self.weight_v.copy_(v)
 
-    def weight(self) -> Tensor:
-        """The effective (normalised) convolution weight."""
+    def normalized_weight(self) -> Tensor:
+        """The effective convolution weight."""
         w = self.weight_orig
         sigma = torch.dot(self.weight_u, torch.mv(w.reshape(w.shape[0], -1), self.weight_v))
         return w / sigma
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.weight(), self.bias, padding=self.padding)
+        return F.conv2d(x, self.normalized_weight(), self.bias, padding=self.padding)
 
 
 class SPADE(nn.Module):

@@ -122,7 +122,7 @@ class DenseMotionNetwork(nn.Module):
         prediction = self.hourglass(hourglass_input.reshape(batch, -1, d, h, w))
 
         mask = F.softmax(self.mask(prediction), dim=1)
-        kept = torch.where(mask < MASK_THRESHOLD, torch.zeros_like(mask), mask)  # official; no renormalisation
+        kept = mask.masked_fill(mask < MASK_THRESHOLD, 0)  # official quirk: no renormalisation
         deformation = (sparse_motion * kept.unsqueeze(-1)).sum(dim=1)
         occlusion_map = torch.sigmoid(self.occlusion(prediction.reshape(batch, -1, h, w)))
         return {"mask": mask, "deformation": deformation, "occlusion_map": occlusion_map}
