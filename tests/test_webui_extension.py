@@ -1,0 +1,333 @@
+"""The WebUI extension against the host test double: lifecycle, settings, Send to SadTalker, progress and
+Interrupt through the host's GPU wrapper, Reload UI, --nowebui, flavors, import hygiene."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from host_double import REPO, ROOT
+from host_double.fixtures import make_host, tab_module, use_stub_talker  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.host
+FLAVORS = ("a1111", "a1111-1.8", "forge", "sdnext")
+
+
+def _elem_ids(blocks) -> list[str]:
+    return [getattr(b, "elem_id", None) for b in blocks.blocks.values()]
+
+
+def test_import_does_no_work_and_resolves_own_folder(tmp_path):
+    code = f"""
+import sys, json
+sys.path.insert(0, {str(ROOT)!r})
+import os
+os.environ["HOST_DOUBLE_SCRIPT_PATH"] = {str(tmp_path)!r}
+from modules import script_callbacks
+before = set(sys.modules)
+sys.path.insert(0, {str(REPO)!r})
+import importlib.util
+spec = importlib.util.spec_from_file_location("sadtalker_tab.py", {str(REPO / 'scripts' / 'sadtalker_tab.py')!r})
+module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
+sys.path.remove({str(REPO)!r})
+new = sorted(set(sys.modules) - before)
+print(json.dumps({{"new": new, "dir": str(module.EXTENSION_DIR),
+                  "callbacks": {{k: len(v) for k, v in script_callbacks.callback_map.items()}}}}))
+"""
+    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                    cwd=tmp_path).stdout)
+    heavy = [m for m in out["new"] if m.split(".")[0] in ("torch", "gradio", "fastapi", "cv2", "numpy", "PIL")
+             or m.startswith(("sadtalker_core.pipeline", "sadtalker_core.ui", "sadtalker_core.api"))]
+    assert heavy == []
+    assert "sadtalker_core" in out["new"]  # importable later, when the host has restored sys.path
+    assert Path(out["dir"]) == REPO
+    for category in ("ui_tabs", "ui_settings", "app_started", "after_component", "before_ui"):
+        assert out["callbacks"][f"callbacks_{category}"] == 1
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_lifecycle_on_every_flavor(make_host, flavor):
+    host = make_host(flavor=flavor, args="--api")
+    app = host.start()
+    from modules import script_callbacks, shared
+
+    assert script_callbacks.errors == []
+    assert ("SadTalker", "sadtalker") in [(label, ifid) for _, label, ifid in host.interfaces]
+    ids = _elem_ids(host.demo)
+    assert "tab_sadtalker" in ids and "sadtalker_source_image" in ids and "img2img_image" in ids
+    assert ids.count("sadtalker_source_image") == 1
+    # settings: own section, every key registered with a 2-tuple section
+    keys = [k for k in shared.opts.data_labels if k.startswith("sadtalker_")]
+    assert {"sadtalker_checkpoint_dir", "sadtalker_outdir", "sadtalker_size", "sadtalker_preprocess",
+            "sadtalker_enhancer", "sadtalker_keep_loaded"} <= set(keys)
+    assert {shared.opts.data_labels[k].section for k in keys} == {("sadtalker", "SadTalker")}
+    assert Path(shared.opts.sadtalker_outdir).is_relative_to(host.data_path)
+    paths = {r.path for r in app.routes}
+    assert {"/sadtalker/v1/generate", "/sadtalker/v1/status", "/sadtalker/v1/options"} <= paths
+    assert sys.modules["sadtalker_core"].__file__.startswith(str(REPO))
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_send_to_buttons_sit_after_extras_and_bind_to_the_tab(make_host, flavor):
+    host = make_host(flavor=flavor)
+    host.start()
+    copypaste = host.copypaste()
+    module = tab_module()
+    assert copypaste.paste_fields["sadtalker"]["init_img"] is module.tab_parts.source_image
+    bindings = [b for b in copypaste.registered_param_bindings if b.tabname == "sadtalker"]
+    assert sorted(b.paste_button.elem_id for b in bindings) == ["img2img_send_to_sadtalker",
+                                                               "txt2img_send_to_sadtalker"]
+    ids = _elem_ids(host.demo)
+    for tab in ("txt2img", "img2img"):
+        gallery = next(b for b in host.demo.blocks.values() if getattr(b, "elem_id", None) == f"{tab}_gallery")
+        binding = next(b for b in bindings if b.paste_button.elem_id == f"{tab}_send_to_sadtalker")
+        assert binding.source_image_component is gallery
+        extras_id = "extras_tab" if flavor == "sdnext" else f"{tab}_send_to_extras"
+        row_ids = [i for i in ids if i in (extras_id, f"{tab}_send_to_sadtalker", f"{tab}_gallery")]
+        assert row_ids.index(f"{tab}_send_to_sadtalker") > 0
+    assert "extras_send_to_sadtalker" not in ids
+
+
+def test_sent_gallery_image_reaches_the_source_image(make_host, tmp_path):
+    from PIL import Image
+
+    host = make_host()
+    host.start()
+    picture = tmp_path / "gallery.png"
+    Image.new("RGB", (32, 24), (200, 10, 10)).save(picture)
+    import tempfile
+
+    temp_copy = Path(tempfile.mkdtemp()) / "shown.png"
+    temp_copy.write_bytes(picture.read_bytes())
+    copypaste = host.copypaste()
+    # what the host's paste click computes from a gradio-3 gallery item and a gradio-4 (path, caption) pair
+    for value in ({"name": str(temp_copy), "is_file": True, "data": None}, [(str(temp_copy), None)]):
+        image = copypaste.image_from_url_text(value)
+        assert image.size == (32, 24) and image.convert("RGB").getpixel((0, 0)) == (200, 10, 10)
+
+
+def test_hidden_tab_creates_no_buttons(make_host):
+    host = make_host(config={"hidden_tabs": ["SadTalker"]})
+    host.start()
+    from modules import script_callbacks
+
+    assert script_callbacks.errors == []
+    assert "txt2img_send_to_sadtalker" not in _elem_ids(host.demo)
+    assert "tab_sadtalker" not in _elem_ids(host.demo)
+
+
+def stub_checkpoints(folder: Path) -> str:
+    """Empty files under the official names: enough for discovery when the StubTalker stands in."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("SadTalker_V0.0.2_256.safetensors", "mapping_00229-model.pth.tar", "mapping_00109-model.pth.tar"):
+        (folder / name).touch()
+    return str(folder)
+
+
+def _run_generate(parts, *values_by_name, task="task(abc)", image="face.png", audio="a.wav", **overrides):
+    """Calls the wrapped generate function with the tab's defaults, as a Generate click would."""
+    args = []
+    for component in parts.inputs:
+        elem = getattr(component, "elem_id", "")
+        if elem == "sadtalker_id_task":
+            args.append(task)
+        elif elem == "sadtalker_source_image":
+            args.append(image)
+        elif elem == "sadtalker_audio":
+            args.append(audio)
+        else:
+            name = elem[len("sadtalker_"):]
+            args.append(overrides.get(name, component.value))
+    return parts.generate(*args)
+
+
+def test_generate_reports_progress_saves_sidecar_and_time_taken(make_host, tmp_path):
+    host = make_host(config={"sadtalker_outdir": str(tmp_path / "videos"), "sadtalker_checkpoint_dir":
+                             stub_checkpoints(tmp_path / "ckpt")})
+    host.start()
+    from modules import progress, shared
+
+    talkers = use_stub_talker()
+    seen = []
+    module = tab_module()
+    video, crop, folder, info = _run_generate(module.tab_parts, pose_style=7)
+    talker = talkers[0]
+    assert talker.calls[0]["options"]["pose_style"] == 7
+    assert Path(video).is_file() and Path(folder) == Path(video).parent
+    assert Path(folder).parent == tmp_path / "videos"
+    sidecar = json.loads(Path(video).with_suffix(".json").read_text())
+    assert sidecar["options"]["pose_style"] == 7 and sidecar["source_image"] == "face.png"
+    assert "Time taken" in info and "stub_1.mp4" in info
+    assert shared.state.begun[-1][0] == "task(abc)"  # begun by the host's wrapper with the task id
+    assert progress.recorded_results and progress.current_task is None
+    assert shared.state.job_count == 0  # reset by the wrapper
+
+
+def test_progress_reaches_shared_state_and_interrupt_stops_between_batches(make_host, tmp_path):
+    host = make_host(config={"sadtalker_checkpoint_dir": stub_checkpoints(tmp_path / "ckpt")})
+    host.start()
+    from modules import progress, shared
+
+    talkers = use_stub_talker(batches=6)
+    snapshots = []
+
+    def on_batch(i):
+        snapshots.append((shared.state.job_no, shared.state.job_count, shared.state.sampling_step,
+                          shared.state.sampling_steps, shared.state.textinfo,
+                          progress.progressapi({"id_task": "task(x)"})["progress"]))
+        if i == 2:
+            shared.state.interrupt()  # what the tab's and the host's Interrupt buttons call
+
+    module = tab_module()
+    original = module.runner().talker_factory
+
+    def factory(*a):
+        talker = original(*a)
+        talker.on_batch = on_batch
+        return talker
+
+    module.runner().talker_factory = factory
+    video, crop, folder, info = _run_generate(module.tab_parts, task="task(x)")
+    assert video is None and "Interrupted" in info
+    assert len(talkers[0].calls) == 1 and len(snapshots) == 3  # stopped before the 4th batch
+    job_no, job_count, step, steps, text, fraction = snapshots[1]
+    assert (job_no, job_count, step, steps) == (4, 5, 1, 6) and text == "SadTalker render 1/6"
+    assert 0.8 < fraction < 0.85
+    assert shared.state.interrupted is False  # reset by the wrapper for the next job
+
+
+def test_missing_checkpoints_show_a_message_instead_of_breaking(make_host):
+    host = make_host()
+    host.start()
+    from modules import script_callbacks
+
+    assert script_callbacks.errors == []
+    notice = tab_module().tab_parts.checkpoint_notice.value
+    assert "SadTalker_V0.0.2_256.safetensors" in notice
+    assert str(host.data_path / "models" / "SadTalker") in notice and str(REPO / "checkpoints") in notice
+    video, crop, folder, info = _run_generate(tab_module().tab_parts)
+    assert video is None and "SadTalker_V0.0.2_256.safetensors" in info
+
+
+def test_checkpoint_discovery_order(make_host, tmp_path, monkeypatch):
+    monkeypatch.setenv("SADTALKER_CHECKPOINTS", str(tmp_path / "env"))
+    host = make_host(args=f'--sadtalker-checkpoints "{tmp_path / "flag"}"',
+                     config={"sadtalker_checkpoint_dir": str(tmp_path / "setting")})
+    host.start()
+    found = tab_module().checkpoint_candidates()
+    assert found == [tmp_path / "flag", tmp_path / "env", tmp_path / "setting",
+                     host.data_path / "models" / "SadTalker", REPO / "checkpoints"]
+
+
+def test_keep_loaded_off_unloads_after_each_job(make_host, tmp_path):
+    host = make_host(config={"sadtalker_keep_loaded": False, "sadtalker_checkpoint_dir": stub_checkpoints(tmp_path / "ckpt")})
+    host.start()
+    from modules import devices
+
+    talkers = use_stub_talker()
+    before = devices.torch_gc_calls[0]
+    _run_generate(tab_module().tab_parts)
+    assert talkers[0].unloaded == 1 and devices.torch_gc_calls[0] > before
+
+
+def test_reload_ui_registers_once_on_a_new_app(make_host):
+    host = make_host()
+    first_app = host.start()
+    second_app = host.reload()
+    from modules import script_callbacks
+
+    assert script_callbacks.errors == [] and second_app is not first_app
+    assert [len(v) for k, v in script_callbacks.callback_map.items() if k == "callbacks_ui_tabs"] == [1]
+    bindings = [b for b in host.copypaste().registered_param_bindings if b.tabname == "sadtalker"]
+    assert len(bindings) == 2
+    assert sum(r.path == "/sadtalker/v1/status" for r in second_app.routes) == 1
+
+
+def test_nowebui_serves_the_api_without_settings(make_host):
+    from fastapi.testclient import TestClient
+
+    host = make_host(args="--nowebui")
+    app = host.start_nowebui()
+    from modules import script_callbacks, shared
+
+    assert script_callbacks.errors == [] and "sadtalker_outdir" not in shared.opts.data_labels
+    status = TestClient(app).get("/sadtalker/v1/status")
+    assert status.status_code == 200
+    assert status.json()["output_dir"] == str(host.data_path / "outputs" / "sadtalker")
+
+
+def test_a1111_18_output_default_and_sys_path_restored(make_host):
+    host = make_host(flavor="a1111-1.8")
+    before = list(sys.path)
+    host.start()
+    from modules import shared
+
+    assert Path(shared.opts.sadtalker_outdir) == host.data_path / "output" / "sadtalker"
+    assert str(REPO) not in [p for p in sys.path if p not in before]
+
+
+def test_renamed_extension_folder_under_data_dir(make_host, tmp_path):
+    import shutil
+
+    ext = tmp_path / "data_elsewhere" / "extensions" / "sd-webui-sadtalker"
+    for name in ("scripts", "javascript", "sadtalker_core"):
+        shutil.copytree(REPO / name, ext / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("preload.py", "install.py", "style.css"):
+        shutil.copy(REPO / name, ext / name)
+    host = make_host(extension_dir=ext)
+    host.start()
+    module = tab_module()
+    assert module.EXTENSION_DIR == ext
+    assert module.checkpoint_candidates()[-1] == ext / "checkpoints"
+    assert "switch_to_sadtalker" in host.page_additions()[0]
+
+
+def _install(tmp_path, **kwargs):
+    from host_double import install_env
+
+    env = install_env(tmp_path, **kwargs)
+    result = subprocess.run([sys.executable, str(REPO / "install.py")], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    log = tmp_path / "pip.jsonl"
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return result, calls
+
+
+@pytest.mark.parametrize("flavor", ("a1111", "sdnext"))
+def test_install_only_what_is_missing_and_twice_is_a_no_op(tmp_path, flavor):
+    result, calls = _install(tmp_path, flavor=flavor, missing=("face_alignment", "imageio_ffmpeg"))
+    assert result.returncode == 0, result.stderr
+    commands = [c["command"] for c in calls]
+    assert len(commands) == 2 and all(c.startswith("install --no-deps ") for c in commands)
+    assert any("face-alignment" in c for c in commands) and any("imageio-ffmpeg" in c for c in commands)
+    banned = ("torch", "torchvision", "gfpgan", "basicsr", "numpy", "gradio", "opencv", "pydantic", "fastapi")
+    assert not [c for c in commands if any(f" {b}" in c.replace("--no-deps", "") for b in banned)]
+    again, calls_after = _install(tmp_path, flavor=flavor, missing=("face_alignment", "imageio_ffmpeg"))
+    assert again.returncode == 0 and len(calls_after) == 2
+
+
+def test_install_survives_a_failing_pip_and_skip_install(tmp_path):
+    result, calls = _install(tmp_path, missing=("face_alignment",), fail="face-alignment")
+    assert result.returncode == 0 and "could not install face_alignment" in result.stdout
+    skipped_dir = tmp_path / "skip"
+    skipped_dir.mkdir()
+    result, calls = _install(skipped_dir, missing=("face_alignment",), skip_install=True)
+    assert result.returncode == 0 and calls == []
+
+
+def test_preload_adds_the_checkpoint_flag():
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("preload.py", REPO / "preload.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    parser = argparse.ArgumentParser()
+    module.preload(parser)
+    assert parser.parse_args(["--sadtalker-checkpoints", "/x"]).sadtalker_checkpoints == "/x"
+    assert parser.parse_args([]).sadtalker_checkpoints is None
