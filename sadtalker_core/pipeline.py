@@ -20,11 +20,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+import cv2
 import numpy as np
 import torch
 
 from . import animate, audio, coeffs, image_io, paste, video
-from .errors import AudioError, Cancelled, InputError, OptionError
+from .errors import AudioError, Cancelled, ImageError, InputError
 from .face import align, crop, landmarks
 from .models import SadTalkerModels, pick_device, pick_render_dtype
 from .options import validate_options
@@ -102,21 +103,27 @@ class SadTalker:
         started = time.perf_counter()
         out_path = self._output_path(result_dir, output_path)
 
-        job.stage("load")
-        self.models.prepare(opts["size"], opts["preprocess"])
+        try:
+            job.stage("load")
+            self.models.prepare(opts["size"], opts["preprocess"])
 
-        job.stage("face")
-        image = image_io.load_image(source_image)
-        source = self._analyse_source(image, opts)
-        reference = self._reference_motion(opts, source, job)
+            job.stage("audio")
+            features, audio_track = self._audio(driven_audio, opts)
 
-        job.stage("audio")
-        features, audio_source = self._audio(driven_audio, opts, reference)
+            job.stage("face")
+            image = _load_source(source_image)
+            source = self._analyse_source(image, opts)
+            references = self._references(opts, None if opts["ref_info"] == "all" else features.num_frames, job)
 
-        job.stage("coeffs")
-        generated = self._coefficients(features, source, reference, opts)
+            job.stage("coeffs")
+            generated = self._coefficients(features, source, references, opts)
+            if keep_intermediates:
+                np.save(out_path.with_suffix(".coeffs.npy"), generated)
 
-        result_info = self._render_video(image, source, generated, audio_source, features, opts, out_path, job)
+            rendered = self._render_video(image, source, generated, audio_track, opts, out_path, job)
+        except BaseException:
+            out_path.with_suffix(".coeffs.npy").unlink(missing_ok=True)
+            raise
         job.finish()
         info = {
             "num_frames": int(generated.shape[0]),
@@ -127,10 +134,8 @@ class SadTalker:
             "render_dtype": str(self.render_dtype).replace("torch.", ""),
             "seconds": {k: round(v, 3) for k, v in job.seconds.items()},
             "total_seconds": round(time.perf_counter() - started, 3),
-            **result_info,
+            **rendered,
         }
-        if keep_intermediates:
-            np.save(out_path.with_suffix(".coeffs.npy"), generated)
         return GenerationResult(video_path=out_path, options=opts, info=info, crop_preview=source.frame)
 
     # -- stages -------------------------------------------------------------------------------------------
@@ -149,146 +154,167 @@ class SadTalker:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
-    def _analyse_source(self, image: np.ndarray, opts: dict):
+    def _analyse_source(self, image: np.ndarray, opts: dict) -> "_Source":
         """Landmarks -> crop -> 224 alignment -> 3DMM coefficients (1, 73) of the source face."""
-        if opts["landmarks"] is not None:
-            points = np.asarray(opts["landmarks"], dtype=np.float32)
-        else:
-            faces = landmarks.detect_faces(image, backend=opts["face_detector"], face_box=opts["face_box"],
-                                           model_dir=self.checkpoint_dir)
-            points = landmarks.select_face(faces, opts["face_index"]).landmarks
-        cropped = crop.crop_face(image, points, opts["preprocess"], opts["size"])
-        coeff = self._coeff_73([cropped])[0:1]
-        return _Source(frame=cropped.frame, crop_info=cropped.crop_info, coeff=coeff, landmarks=points)
+        face = landmarks.locate_face(image, backend=opts["face_detector"], landmarks=opts["landmarks"],
+                                     face_box=opts["face_box"], face_index=opts["face_index"],
+                                     weights_dir=self.checkpoint_dir, device=str(self.device))
+        cropped = crop.crop_face(image, face.landmarks68, opts["preprocess"], opts["size"])
+        coeff = self._coeff_73([cropped.frame], [cropped.landmarks_in_frame])
+        return _Source(frame=cropped.frame, crop_info=cropped.crop_info, coeff=coeff, region=cropped.region)
 
-    def _coeff_73(self, crops) -> np.ndarray:
-        """(N, 73) coefficients for cropped frames (batched through the 3DMM regressor)."""
-        aligned, params = [], []
-        for c in crops:
-            a, trans_params, _ = align.align_for_recon(c.frame, c.landmarks_in_frame)
-            aligned.append(a)
+    def _coeff_73(self, frames, frame_landmarks) -> np.ndarray:
+        """(N, 73) coefficients of square face frames, batched through the 3DMM regressor."""
+        inputs, params = [], []
+        for frame, lm in zip(frames, frame_landmarks):
+            aligned, trans_params, _ = align.align_for_recon(frame, lm)
+            inputs.append(align.recon_input(aligned))
             params.append(trans_params)
-        batch = torch.from_numpy(np.stack(aligned)).permute(0, 3, 1, 2).float().div(255.0).to(self.device)
+        out = []
         with torch.inference_mode():
-            full = self.models.face_recon()(batch).float().cpu().numpy()
-        return np.stack([align.coeff_73(full[i:i + 1], params[i])[0] for i in range(len(crops))])
+            for start in range(0, len(inputs), _RECON_BATCH):
+                batch = torch.from_numpy(np.concatenate(inputs[start:start + _RECON_BATCH])).to(self.device)
+                out.append(self.models.face_recon()(batch).float().cpu().numpy())
+        full = np.concatenate(out)
+        return np.concatenate([align.coeff_73(full[i:i + 1], params[i]) for i in range(len(params))])
 
-    def _reference_motion(self, opts: dict, source, job: _Job):
-        """Coefficients (N, 73) of the reference videos, keyed by use ("pose", "blink", "all")."""
-        uses: dict[str, str] = {}
-        if opts["ref_video"] is not None:
-            info = opts["ref_info"] or "pose"
-            for use in ("pose", "blink", "all"):
-                if use in info.split("+") or info == use:
-                    uses[use] = opts["ref_video"]
-        if opts["ref_pose"] is not None:
-            uses["pose"] = opts["ref_pose"]
-        if opts["ref_eyeblink"] is not None:
-            uses["blink"] = opts["ref_eyeblink"]
-        done: dict[str, np.ndarray] = {}
+    def _references(self, opts: dict, num_frames: int | None, job: _Job) -> dict[str, np.ndarray]:
+        """Coefficients (N, 73) of each reference video named by the options, read once per path."""
+        paths = {"ref_eyeblink": opts["ref_eyeblink"], "ref_pose": opts["ref_pose"], "ref_video": opts["ref_video"]}
         by_path: dict[str, np.ndarray] = {}
-        for use, path in uses.items():
+        out = {}
+        for role, path in paths.items():
+            if path is None:
+                continue
             if path not in by_path:
-                by_path[path] = self._video_coeffs(path, opts, job)
-            done[use] = by_path[path]
-        return done
+                by_path[path] = self._video_coeffs(path, opts, num_frames, job)
+            out[role] = by_path[path]
+        return out
 
-    def _video_coeffs(self, path: str, opts: dict, job: _Job) -> np.ndarray:
-        frames = list(video.read_video_frames(path, max_frames=_MAX_REFERENCE_FRAMES))
+    def _video_coeffs(self, path: str, opts: dict, max_frames: int | None, job: _Job) -> np.ndarray:
+        """Per-frame coefficients of a reference video: the crop of its first frame is used for every frame
+        and landmarks are found again in each frame (official behaviour, at the reference size 256)."""
+        frames = list(video.read_video_frames(path, max_frames=max_frames or _MAX_REFERENCE_FRAMES))
         if not frames:
             raise InputError(f"the reference video {path} has no frames; give another video.")
-        first = landmarks.select_face(
-            landmarks.detect_faces(frames[0], backend=opts["face_detector"], model_dir=self.checkpoint_dir), 0)
-        box = crop.reference_crop(frames[0], first.landmarks, opts["preprocess"])
-        crops = []
+        detect = dict(backend=opts["face_detector"], weights_dir=self.checkpoint_dir, device=str(self.device))
+        first = landmarks.locate_face(frames[0], **detect)
+        region = crop.crop_face(frames[0], first.landmarks68, opts["preprocess"], _REFERENCE_SIZE).region
+        x0, y0, x1, y1 = region
+        crops, crop_landmarks, previous = [], [], first.landmarks68
         for i, frame in enumerate(frames):
             job.stage("reference", i, len(frames))
-            faces = landmarks.detect_faces(frame, backend=opts["face_detector"], model_dir=self.checkpoint_dir)
-            lm = faces[0].landmarks if faces else (crops[-1].source_landmarks if crops else first.landmarks)
-            crops.append(crop.crop_with(frame, lm, box, 256))
-        out = []
-        for start in range(0, len(crops), 32):
-            out.append(self._coeff_73(crops[start:start + 32]))
-        return np.concatenate(out)
+            faces = landmarks.detect_faces(frame, face_box=None, **detect) if i else [first]
+            # a frame without a detectable face (blur, occlusion) reuses the previous frame's landmarks
+            previous = faces[0].landmarks68 if faces else previous
+            crops.append(cv2.resize(np.ascontiguousarray(frame[y0:y1, x0:x1]), (_REFERENCE_SIZE,) * 2,
+                                    interpolation=cv2.INTER_LINEAR))
+            crop_landmarks.append(crop.map_landmarks(previous, region, _REFERENCE_SIZE))
+        return self._coeff_73(crops, crop_landmarks)
 
-    def _audio(self, driven_audio, opts: dict, reference):
-        """Mel windows for every frame, and the audio to mux (a path, or None for silence)."""
+    def _audio(self, driven_audio, opts: dict) -> tuple[audio.AudioFeatures, Any]:
+        """Mel windows for every frame, and what to mux as the sound track (a path or samples)."""
         fps = opts["fps"]
         if opts["idle_seconds"] is not None:
-            num_frames = max(1, int(opts["idle_seconds"] * fps))
-            return audio.idle_features(num_frames, fps), None
-        if driven_audio is None and "all" in reference:
+            features = audio.idle_features(max(1, int(opts["idle_seconds"] * fps)), fps)
+            return features, features.wav
+        if driven_audio is None and opts["ref_info"] == "all":
             driven_audio = opts["ref_video"]
         if driven_audio is None:
             raise AudioError("no driving audio was given; pass an audio file, or idle_seconds for a video "
                              "without speech.")
         if not isinstance(driven_audio, (str, os.PathLike)):
-            raise AudioError(f"driven_audio must be a file path, got {type(driven_audio).__name__}.")
-        features = audio.prepare_audio(driven_audio, fps=fps)
-        return features, driven_audio
+            raise AudioError(f"driven_audio must be a path to an audio file, got {type(driven_audio).__name__}.")
+        return audio.prepare_audio(driven_audio, fps=fps), driven_audio
 
-    def _coefficients(self, features, source, reference, opts: dict) -> np.ndarray:
+    def _coefficients(self, features: audio.AudioFeatures, source: "_Source", references: dict,
+                      opts: dict) -> np.ndarray:
         seed = opts["seed"]
-        return coeffs.generate_coeffs(
-            expnet=self.models.expnet(), posevae=self.models.posevae(), windows=features.windows,
-            source_coeff=source.coeff, pose_style=opts["pose_style"], blink=opts["blink"],
-            head_motion_scale=opts["head_motion_scale"], ref_pose=reference.get("pose"),
-            ref_blink=reference.get("blink"), ref_all=reference.get("all"),
-            rng=random.Random(seed), generator=torch.Generator().manual_seed(seed), device=self.device)
+        windows = torch.from_numpy(features.windows).to(self.device)[None, :, None]
+        generated = coeffs.generate_coeffs(
+            self.models.expnet(), self.models.posevae(), windows, source.coeff,
+            pose_style=opts["pose_style"], blink=opts["blink"], head_motion_scale=opts["head_motion_scale"],
+            rng=random.Random(seed), generator=torch.Generator().manual_seed(seed),
+            ref_eyeblink=references.get("ref_eyeblink"), ref_pose=references.get("ref_pose"),
+            ref_video=references.get("ref_video"),
+            ref_info=(opts["ref_info"] or "pose") if "ref_video" in references else None)
+        # re-enactment ("all") follows the reference's length; the video follows the audio's
+        return coeffs.tile_frames(generated, features.num_frames)
 
-    def _render_video(self, image, source, generated, audio_source, features, opts, out_path, job) -> dict:
+    def _render_video(self, image: np.ndarray, source: "_Source", generated: np.ndarray, audio_track,
+                      opts: dict, out_path: Path, job: _Job) -> dict:
         size, preprocess = opts["size"], opts["preprocess"]
         num_frames = generated.shape[0]
         targets = animate.render_targets(generated, source.coeff, preprocess, opts["still"],
                                          opts["expression_scale"])
-        windows = animate.semantic_windows(targets)
-        source_windows = animate.semantic_windows(animate.source_semantics(source.coeff, preprocess))[:1]
         cameras = {axis: animate.camera_sequence(opts[f"input_{axis}"], num_frames)
                    for axis in ("yaw", "pitch", "roll")}
-        source_tensor = torch.from_numpy(np.ascontiguousarray(source.frame)).permute(2, 0, 1)[None]
-        source_tensor = source_tensor.float().div(255.0).to(self.device)
+        source_image = torch.from_numpy(align.recon_input(source.frame)).to(self.device)
 
-        full_mode = "full" in preprocess
-        paster = paste.Paster(image, source.crop_info, preprocess, blend=opts["blend"],
-                              device=self.device) if full_mode else None
-        enhancer = None
+        paster = None
+        if animate.is_full_mode(preprocess):
+            paster = paste.Paster(image, paste.paste_box(source.crop_info, preprocess), blend=opts["blend"],
+                                  device=self.device)
+            frame_size = (image.shape[1], image.shape[0])
+        else:
+            frame_size = paste.aspect_size(source.crop_info, size)
+        face_enhancer = upscaler = None
         if opts["enhancer"] is not None:
             from . import enhance
 
-            enhancer = enhance.load_enhancer(opts["enhancer"], self.checkpoint_dir, self.device,
-                                             background=opts["background_enhancer"])
-        frame_size = paster.output_size if full_mode else paste.restored_size(source.crop_info, size)
-        if enhancer is not None and not full_mode:
-            frame_size = (frame_size[0] * enhancer.scale, frame_size[1] * enhancer.scale)
+            face_enhancer = enhance.load_enhancer(opts["enhancer"], self.checkpoint_dir, self.device,
+                                                  seed=opts["seed"])
+            if opts["background_enhancer"] is not None:
+                upscaler = enhance.load_enhancer(opts["background_enhancer"], self.checkpoint_dir, self.device)
+                frame_size = (frame_size[0] * upscaler.scale, frame_size[1] * upscaler.scale)
 
-        def on_render(done: int, total: int) -> None:
-            job.stage("render", done, total)
+        def on_render(stage: str, done: int, total: int) -> None:
+            job.stage(stage, done, total)
 
-        with video.VideoWriter(out_path, frame_size, fps=opts["fps"], audio=audio_source,
+        with video.VideoWriter(out_path, frame_size, fps=opts["fps"], audio=audio_track,
                                duration=num_frames / opts["fps"], crf=opts["crf"]) as writer:
-            with torch.inference_mode():
-                for _, frames in animate.render_frames(
-                        kp_detector=self.models.kp_detector(size), generator=self.models.generator(size),
-                        mapping_net=self.models.mapping_net(preprocess), source_image=source_tensor,
-                        source_semantics=torch.from_numpy(source_windows).to(self.device),
-                        target_windows=windows, cameras=cameras, batch_size=opts["batch_size"],
-                        dtype=self.render_dtype, progress=on_render, cancel=job.cancel):
-                    if enhancer is not None and not full_mode:
-                        frames = enhancer.enhance(frames)
-                    if full_mode:
-                        out = paster.paste(frames, enhancer=enhancer)
-                    else:
-                        out = paste.restore_aspect(frames, source.crop_info, size)
-                    writer.write(animate.to_uint8(out) if out.dtype != torch.uint8 else out)
+            for _, frames in animate.render_frames(
+                    self.models.kp_detector(size), self.models.mapping_net(preprocess),
+                    self.models.generator(size), source_image, animate.source_semantics(source.coeff, preprocess),
+                    animate.semantic_windows(targets), yaw=cameras["yaw"], pitch=cameras["pitch"],
+                    roll=cameras["roll"], batch_size=opts["batch_size"], dtype=self.render_dtype,
+                    progress=on_render, cancel=job.cancel):
+                if face_enhancer is not None:
+                    frames = face_enhancer.enhance_frames(frames)
+                if paster is not None:
+                    out = paster.paste(frames)
+                else:
+                    out = animate.to_uint8(paste.restore_aspect_torch(frames, source.crop_info, size))
+                if upscaler is not None:
+                    out = animate.to_uint8(upscaler.enhance_frames(out.permute(0, 3, 1, 2).float() / 255.0))
+                writer.write(out.cpu().numpy())
         return {"output_size": list(frame_size)}
 
 
 _MAX_REFERENCE_FRAMES = 25 * 60 * 10
+_REFERENCE_SIZE = 256
+_RECON_BATCH = 32
 
 
 @dataclass
 class _Source:
-    frame: np.ndarray
-    crop_info: Any
-    coeff: np.ndarray
-    landmarks: np.ndarray
+    frame: np.ndarray  # (size, size, 3) uint8: what the networks see
+    crop_info: Any  # official crop tuple (paste-back, aspect restore)
+    coeff: np.ndarray  # (1, 73)
+    region: tuple  # original-image pixels shown in ``frame``
+
+
+def _load_source(source_image) -> np.ndarray:
+    """The source picture; a video file gives its first frame (as in the official code)."""
+    try:
+        return image_io.load_image(source_image)
+    except ImageError as not_an_image:
+        if not isinstance(source_image, (str, os.PathLike)):
+            raise
+        try:
+            frames = list(video.read_video_frames(source_image, max_frames=1))
+        except InputError:
+            raise not_an_image from None
+        if not frames:
+            raise not_an_image
+        return image_io.load_image(frames[0])

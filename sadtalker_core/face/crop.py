@@ -128,7 +128,7 @@ def crop_face(image: np.ndarray, landmarks: np.ndarray, mode: str = "crop", size
     if mode == "resize":
         frame = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
         region = (0, 0, width, height)
-        return CropResult(frame, ((width, height), None, None), _map_landmarks(lm, region, size), region)
+        return CropResult(frame, ((width, height), None, None), map_landmarks(lm, region, size), region)
 
     geometry = crop_geometry(lm, width, height)
     clx, cly, crx, cry = geometry.crop_box
@@ -146,7 +146,7 @@ def crop_face(image: np.ndarray, landmarks: np.ndarray, mode: str = "crop", size
 
     if geometry.shrink == 1:
         crop_info = ((inner[2] - inner[0], inner[3] - inner[1]), geometry.crop_box, (lx, ly, rx, ry))
-        return CropResult(frame, crop_info, _map_landmarks(lm, shown, size), shown)
+        return CropResult(frame, crop_info, map_landmarks(lm, shown, size), shown)
 
     scale = (width / geometry.rsize[0], height / geometry.rsize[1])
     crop_box = _scale_box(geometry.crop_box, scale, width, height)
@@ -156,7 +156,7 @@ def crop_face(image: np.ndarray, landmarks: np.ndarray, mode: str = "crop", size
     # Landmarks go through the analysis image (cv2's pixel-centre convention) so they match the pixels.
     lm_analysed = (lm.astype(np.float64) + 0.5) / np.array(scale) - 0.5
     region = crop_box if mode.startswith("ext") else inner_box
-    return CropResult(frame, crop_info, _map_landmarks(lm_analysed, shown, size), region)
+    return CropResult(frame, crop_info, map_landmarks(lm_analysed, shown, size), region)
 
 
 def _scale_box(box: Box, scale: tuple[float, float], width: int, height: int) -> Box:
@@ -165,7 +165,7 @@ def _scale_box(box: Box, scale: tuple[float, float], width: int, height: int) ->
             min(round(x1 * scale[0]), width), min(round(y1 * scale[1]), height))
 
 
-def _map_landmarks(lm: np.ndarray, region: Box, size: int) -> np.ndarray:
+def map_landmarks(lm: np.ndarray, region: Box, size: int) -> np.ndarray:
     """Where the landmarks land after ``cv2.resize`` of ``region`` to ``size`` (pixel centres aligned)."""
     x0, y0, x1, y1 = region
     scale = np.array([size / (x1 - x0), size / (y1 - y0)])
