@@ -120,7 +120,7 @@ def _dst1(x: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def _sine_matrix(n: int, device: torch.device) -> torch.Tensor:
-    """The symmetric DST-I matrix ``S[k, j] = sin(pi (j+1) (k+1) / (n+1))`` in float64."""
+    """The symmetric DST-I matrix ``S[k, j] = sin(pi (j+1) (k+1) / (n+1))``, built in float64."""
     index = torch.arange(1, n + 1, device=device, dtype=torch.float64)
     return torch.sin(index[:, None] * index[None, :] * (math.pi / (n + 1)))
 
@@ -162,7 +162,7 @@ class Paster:
         # is cut instead of failing like cv2.seamlessClone does
         self.visible = (max(x1, 0), max(y1, 0), min(x2, width), min(y2, height))
         vx1, vy1, vx2, vy2 = self.visible
-        if vx2 - vx1 < 2 * _ERODED_BAND + 3 or vy2 - vy1 < 2 * _ERODED_BAND + 3:
+        if min(vx2 - vx1, vy2 - vy1) < 4 * _ERODED_BAND:
             raise InputError(f"paste-back box {self.box} leaves a {vx2 - vx1}x{vy2 - vy1} region inside the "
                              f"{width}x{height} image; it is too small to blend. Check the crop.")
         self._background_t = torch.from_numpy(self.background).to(self.device)
@@ -196,11 +196,10 @@ class Paster:
         # MPS has no float64, and CPU matmuls are full float32
         dtype = torch.float64 if self.device.type == "cuda" else torch.float32
         sine_rows, sine_cols = (_sine_matrix(k, self.device).to(dtype) for k in (n, m))
-        edge_rows = torch.cat([torch.arange(band), torch.arange(n - band, n)]).to(self.device)
-        self._sine_rows_edge = sine_rows[:, edge_rows]
+        self._sine_rows_edge = sine_rows[:, list(range(band)) + list(range(n - band, n))]
         self._sine_rows_middle = sine_rows[:, band:n - band]
         self._sine_cols = sine_cols
-        self._sine_cols_edge = sine_cols[edge_rows[:band].tolist() + list(range(m - band, m))]
+        self._sine_cols_edge = sine_cols[list(range(band)) + list(range(m - band, m))]
         ky = torch.arange(1, n + 1, device=self.device, dtype=torch.float64)
         kx = torch.arange(1, m + 1, device=self.device, dtype=torch.float64)
         eigen = (2 * torch.cos(math.pi * ky / (n + 1)))[:, None] + (2 * torch.cos(math.pi * kx / (m + 1)))[None] - 4
