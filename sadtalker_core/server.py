@@ -1,0 +1,50 @@
+"""Standalone HTTP server with the WebUI extension's routes:
+``python -m sadtalker_core.server --host 127.0.0.1 --port N [--checkpoint-dir D] [--api-auth user:pass]``.
+
+``POST /sadtalker/v1/generate``, ``GET /sadtalker/v1/status``, ``GET /sadtalker/v1/options``,
+``GET /sadtalker/v1/progress``, ``POST /sadtalker/v1/interrupt``; one job at a time (a lock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .api import add_routes, auth_dependencies
+from .app import standalone_config
+from .jobs import JobControl, JobRunner
+
+
+def create_app(checkpoint_dir: str | Path | None = None, result_dir: str | Path = "results", device: Any = None,
+               api_auth: str | None = None, talker_factory: Callable | None = None):
+    from fastapi import FastAPI
+
+    from . import __version__
+
+    app = FastAPI(title="SadTalker", version=__version__)
+    runner = JobRunner(standalone_config(checkpoint_dir, result_dir, device))
+    if talker_factory is not None:
+        runner.talker_factory = talker_factory
+    add_routes(app, runner, lock=threading.Lock(), control=JobControl(), dependencies=auth_dependencies(api_auth))
+    return app
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(prog="python -m sadtalker_core.server", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7861)
+    parser.add_argument("--checkpoint-dir", default=None, help="default: $SADTALKER_CHECKPOINTS or ./checkpoints")
+    parser.add_argument("--result-dir", default="results")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--api-auth", default=None, help='HTTP Basic credentials "user:pass[,user2:pass2]"')
+    args = parser.parse_args(argv)
+    uvicorn.run(create_app(args.checkpoint_dir, args.result_dir, args.device, args.api_auth), host=args.host,
+                port=args.port)
+
+
+if __name__ == "__main__":
+    main()

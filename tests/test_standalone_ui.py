@@ -1,0 +1,168 @@
+"""Standalone front ends on the current gradio / fastapi: the Gradio app (same Blocks as the WebUI tab) and
+the HTTP server (same routes, one job at a time)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from host_double.fixtures import ServerThread, StubTalker, free_port
+from test_api import _png_b64, _wav_b64
+from test_webui_extension import stub_checkpoints
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _stub_factory(instances, **kwargs):
+    def factory(checkpoint_dir, device, dtype):
+        talker = StubTalker(checkpoint_dir, device, dtype, **kwargs)
+        instances.append(talker)
+        return talker
+
+    return factory
+
+
+def _call(parts, image="face.png", audio="a.wav", **overrides):
+    args = []
+    for component in parts.inputs:
+        name = getattr(component, "elem_id", "")[len("sadtalker_"):]
+        args.append({"source_image": image, "audio": audio}.get(name, overrides.get(name, component.value)))
+    return parts.generate(*args)
+
+
+def test_app_blocks_generate_and_interrupt(tmp_path):
+    from sadtalker_core.app import build_app
+
+    talkers = []
+    parts = build_app(stub_checkpoints(tmp_path / "ckpt"), tmp_path / "out", talker_factory=_stub_factory(talkers))
+    ids = [getattr(b, "elem_id", None) for b in parts.blocks.blocks.values()]
+    from sadtalker_core.options import OPTIONS
+    from sadtalker_core.ui import REFERENCE_OPTIONS
+
+    # every option of the pipeline has a control (the reference ones through the reference-video box)
+    assert {f"sadtalker_{o.name}" for o in OPTIONS if o.name not in REFERENCE_OPTIONS} <= set(ids)
+    assert {"sadtalker_ref_video", "sadtalker_ref_use", "sadtalker_crop_preview", "sadtalker_output_dir"} <= set(ids)
+    video, crop, folder, info = _call(parts, pose_style=5, ref_video="ref.mp4", ref_use="blink")
+    options = talkers[0].calls[0]["options"]
+    assert options["pose_style"] == 5 and options["ref_video"] == "ref.mp4" and options["ref_info"] == "blink"
+    assert Path(video).is_file() and crop.shape == (8, 8, 3) and "Saved" in info
+    assert json.loads(Path(video).with_suffix(".json").read_text())["host"] == "standalone"
+
+    talkers[0].batches = 5
+    batches_run = []
+
+    def interrupt_at(i):
+        batches_run.append(i)
+        if i == 1:
+            _interrupt(parts)
+
+    talkers[0].on_batch = interrupt_at
+    video, crop, folder, info = _call(parts)
+    assert video is None and "Interrupted" in info and batches_run == [0, 1]
+
+
+def _interrupt(parts):
+    """Runs the function wired to the Interrupt button (found by its trigger, gradio-version independent)."""
+    fns = parts.blocks.fns.values() if isinstance(parts.blocks.fns, dict) else parts.blocks.fns
+    for fn in fns:
+        targets = [t[0] if isinstance(t, tuple) else t for t in getattr(fn, "targets", [])]
+        if parts.interrupt_button._id in targets:
+            fn.fn()
+            return
+    raise AssertionError("no listener on the Interrupt button")
+
+
+def test_app_shows_missing_checkpoints(tmp_path):
+    from sadtalker_core.app import build_app
+
+    parts = build_app(tmp_path / "empty", tmp_path / "out")
+    assert "SadTalker_V0.0.2_256.safetensors" in parts.checkpoint_notice.value
+    video, crop, folder, info = _call(parts)
+    assert video is None and str(tmp_path / "empty") in info
+
+
+def test_app_serves_its_page(tmp_path):
+    import requests
+
+    from sadtalker_core.app import build_app
+
+    parts = build_app(tmp_path / "empty", tmp_path / "out")
+    parts.blocks.queue()
+    port = free_port()
+    parts.blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        page = requests.get(f"http://127.0.0.1:{port}/", timeout=30)
+        assert page.status_code == 200 and "gradio" in page.text.lower()
+    finally:
+        parts.blocks.close()
+
+
+def test_server_routes_and_one_job_at_a_time(tmp_path):
+    import requests
+
+    from sadtalker_core.server import create_app
+
+    talkers, active, peak = [], [0], [0]
+
+    def on_batch(i):
+        active[0] += 1
+        peak[0] = max(peak[0], active[0])
+        time.sleep(0.2)
+        active[0] -= 1
+
+    def factory(*a):
+        talker = _stub_factory(talkers)(*a)
+        talker.on_batch = on_batch
+        return talker
+
+    app = create_app(stub_checkpoints(tmp_path / "ckpt"), tmp_path / "out", talker_factory=factory)
+    payload = {"image": _png_b64(), "audio": _wav_b64()}
+    results = []
+    with ServerThread(app) as server:
+        url = f"http://127.0.0.1:{server.port}/sadtalker/v1"
+        threads = [threading.Thread(target=lambda: results.append(requests.post(f"{url}/generate", json=payload,
+                                                                                timeout=60)))
+                   for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert requests.get(f"{url}/status", timeout=10).json()["checkpoints"]["found"]["256"]
+        assert requests.get(f"{url}/options", timeout=10).status_code == 200
+        assert requests.post(f"{url}/generate", json={"audio": _wav_b64()}, timeout=10).json()["field"] == "image"
+    assert [r.status_code for r in results] == [200, 200]
+    assert peak[0] == 1 and len(talkers[0].calls) == 2
+    videos = {base64.b64decode(r.json()["video"]) for r in results}
+    assert videos == {Path(r.json()["path"]).read_bytes() for r in results}
+
+
+def test_server_command_line_starts_uvicorn(tmp_path):
+    import requests
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "sadtalker_core.server", "--host", "127.0.0.1", "--port",
+                                str(port), "--checkpoint-dir", str(tmp_path), "--api-auth", "u:p"], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                response = requests.get(f"http://127.0.0.1:{port}/sadtalker/v1/status", auth=("u", "p"), timeout=60)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.3)
+        else:
+            pytest.fail("server did not start")
+        assert response.status_code == 200 and response.json()["checkpoints"]["found"]["256"] is None
+        assert "SadTalker_V0.0.2_256.safetensors" in response.json()["checkpoints"]["problem"]
+        assert requests.get(f"http://127.0.0.1:{port}/sadtalker/v1/status", timeout=60).status_code == 401
+    finally:
+        process.terminate()
+        process.wait(10)
