@@ -154,7 +154,7 @@ class Paster:
                              f"{background.dtype} {background.shape}.")
         self.blend = blend
         self.device = torch.device(device or "cpu")
-        self.background = np.ascontiguousarray(background)
+        self.background = np.array(background, order="C")  # own writable copy: torch refuses read-only memory
         height, width = background.shape[:2]
         self.box = tuple(int(v) for v in box)
         x1, y1, x2, y2 = self.box

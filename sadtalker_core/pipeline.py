@@ -251,13 +251,6 @@ class SadTalker:
                    for axis in ("yaw", "pitch", "roll")}
         source_image = torch.from_numpy(align.recon_input(source.frame)).to(self.device)
 
-        paster = None
-        if animate.is_full_mode(preprocess):
-            paster = paste.Paster(image, paste.paste_box(source.crop_info, preprocess), blend=opts["blend"],
-                                  device=self.device)
-            frame_size = (image.shape[1], image.shape[0])
-        else:
-            frame_size = paste.aspect_size(source.crop_info, size)
         face_enhancer = upscaler = None
         if opts["enhancer"] is not None:
             from . import enhance
@@ -266,7 +259,9 @@ class SadTalker:
                                                   seed=opts["seed"])
             if opts["background_enhancer"] is not None:
                 upscaler = enhance.load_enhancer(opts["background_enhancer"], self.checkpoint_dir, self.device)
-                frame_size = (frame_size[0] * upscaler.scale, frame_size[1] * upscaler.scale)
+        finish = _FrameFinisher(image, source.crop_info, preprocess, size, opts["blend"], self.device,
+                                face_enhancer, upscaler)
+        frame_size = finish.output_size
 
         def on_render(stage: str, done: int, total: int) -> None:
             job.stage(stage, done, total)
@@ -279,16 +274,56 @@ class SadTalker:
                     animate.semantic_windows(targets), yaw=cameras["yaw"], pitch=cameras["pitch"],
                     roll=cameras["roll"], batch_size=opts["batch_size"], dtype=self.render_dtype,
                     progress=on_render, cancel=job.cancel):
-                if face_enhancer is not None:
-                    frames = face_enhancer.enhance_frames(frames)
-                if paster is not None:
-                    out = paster.paste(frames)
-                else:
-                    out = animate.to_uint8(paste.restore_aspect_torch(frames, source.crop_info, size))
-                if upscaler is not None:
-                    out = animate.to_uint8(upscaler.enhance_frames(out.permute(0, 3, 1, 2).float() / 255.0))
-                writer.write(out.cpu().numpy())
+                writer.write(finish(frames).cpu().numpy())
         return {"output_size": list(frame_size)}
+
+
+class _FrameFinisher:
+    """Rendered face frames (N, 3, S, S) in [0, 1] -> output frames (N, H, W, 3) uint8 on the device:
+    face restoration, then paste-back (full modes) or the official aspect restore, with optional upscaling.
+
+    In full modes the upscaler enlarges the (constant) background once and the face is restored straight
+    to the enlarged box size, instead of upscaling every pasted frame.
+    """
+
+    def __init__(self, image: np.ndarray, crop_info, preprocess: str, size: int, blend: str,
+                 device: torch.device, face_enhancer=None, upscaler=None):
+        self.crop_info, self.size = crop_info, size
+        self.face_enhancer, self.upscaler = face_enhancer, upscaler
+        scale = upscaler.scale if upscaler is not None else 1
+        self.face_box = _face_box_in_frame(crop_info, size) if preprocess.startswith("ext") else None
+        self.paster = None
+        if animate.is_full_mode(preprocess):
+            background, box = image, paste.paste_box(crop_info, preprocess)
+            if upscaler is not None:
+                picture = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255.0)
+                background = animate.to_uint8(upscaler.enhance_frames(picture))[0].cpu().numpy()
+                box = tuple(v * scale for v in box)
+            self.paster = paste.Paster(background, box, blend=blend, device=device)
+            self.face_size = (box[3] - box[1], box[2] - box[0])
+            self.output_size = (background.shape[1], background.shape[0])
+        else:
+            width, height = paste.aspect_size(crop_info, size)
+            self.output_size = (width * scale, height * scale)
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        if self.paster is not None:
+            if self.face_enhancer is not None:
+                frames = self.face_enhancer.enhance_frames(frames, self.face_box, out_size=self.face_size)
+            return self.paster.paste(frames)
+        if self.face_enhancer is not None:
+            frames = self.face_enhancer.enhance_frames(frames, self.face_box)
+        scale = 1
+        if self.upscaler is not None:
+            frames, scale = self.upscaler.enhance_frames(frames), self.upscaler.scale
+        return animate.to_uint8(paste.restore_aspect_torch(frames, self.crop_info, self.size * scale))
+
+
+def _face_box_in_frame(crop_info, size: int) -> tuple[float, float, float, float]:
+    """The inner face box of an ext* crop in rendered-frame pixels (the frame shows the whole crop box)."""
+    _, (clx, cly, crx, cry), (lx, ly, rx, ry) = crop_info
+    sx, sy = size / (crx - clx), size / (cry - cly)
+    return (lx * sx, ly * sy, rx * sx, ry * sy)
 
 
 _MAX_REFERENCE_FRAMES = 25 * 60 * 10
