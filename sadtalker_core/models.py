@@ -14,12 +14,20 @@ from pathlib import Path
 import torch
 
 from . import checkpoints
+from .errors import OptionError
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``: cuda if available, else mps, else cpu."""
+    """``None``: cuda if available, else mps, else cpu. An unusable device is an ``OptionError``."""
     if device is not None:
-        return torch.device(device)
+        try:
+            chosen = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise OptionError(f"device {device!r} is not a torch device ({exc}); use e.g. 'cpu' or 'cuda:0'.") from None
+        if chosen.type == "cuda" and not torch.cuda.is_available():
+            raise OptionError(f"device {device!r} was asked for, but this torch has no usable CUDA GPU; "
+                              "use device='cpu' (CLI: --cpu).")
+        return chosen
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)
@@ -41,21 +49,20 @@ def _family(preprocess: str) -> str:
 
 class SadTalkerModels:
     def __init__(self, checkpoint_dir: str | Path, device: torch.device, render_dtype: torch.dtype,
-                 old_version: bool = False, download: bool = True, progress=None):
+                 old_version: bool = False, download: bool = True):
         self.checkpoint_dir = Path(checkpoint_dir)
         self.device = device
         self.render_dtype = render_dtype
         self.old_version = old_version
         self.download = download
-        self.progress = progress
         self._nets: dict[str, torch.nn.Module] = {}
         self._lock = threading.Lock()
 
     # -- loading -------------------------------------------------------------------------------------------
-    def _load(self, size: int, preprocess: str, wanted: tuple[str, ...]) -> None:
+    def _load(self, size: int, preprocess: str, wanted: tuple[str, ...], progress) -> None:
         checkpoint_set = checkpoints.locate_checkpoints(
             self.checkpoint_dir, size=size, preprocess=preprocess, old_version=self.old_version,
-            download=self.download, progress=self.progress)
+            download=self.download, progress=progress)
         nets = checkpoints.build_networks(checkpoint_set, names=wanted)
         for name, net in nets.items():
             self._nets[self._key(name, size, preprocess)] = net.to(self.device).eval()
@@ -68,13 +75,14 @@ class SadTalkerModels:
             return f"{name}@{_family(preprocess)}"
         return name
 
-    def prepare(self, size: int, preprocess: str) -> None:
-        """Loads whatever a job with this size and preprocess mode needs and is not loaded yet."""
+    def prepare(self, size: int, preprocess: str, progress=None) -> None:
+        """Loads whatever a job with this size and preprocess mode needs and is not loaded yet
+        (downloading missing official files first; ``progress(stage, done, total)`` reports it)."""
         names = ("face_recon", "expnet", "posevae", "kp_detector", "generator", "mapping_net")
         with self._lock:
             missing = tuple(n for n in names if self._key(n, size, preprocess) not in self._nets)
             if missing:
-                self._load(size, preprocess, missing)
+                self._load(size, preprocess, missing, progress)
 
     def loaded(self) -> list[str]:
         return sorted(self._nets)

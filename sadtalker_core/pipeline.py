@@ -11,7 +11,6 @@ aspect restore / paste-back / optional face restoration on the way; AAC audio mu
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -105,7 +104,7 @@ class SadTalker:
 
         try:
             job.stage("load")
-            self.models.prepare(opts["size"], opts["preprocess"])
+            self.models.prepare(opts["size"], opts["preprocess"], progress=job.progress)
 
             job.stage("audio")
             features, audio_track = self._audio(driven_audio, opts)
