@@ -103,19 +103,22 @@ class SadTalker:
         out_path = self._output_path(result_dir, output_path)
 
         try:
+            # the cheap input checks come first: a wrong path must not wait for (or download) the networks
+            job.stage("audio")
+            features, audio_track = self._audio(driven_audio, opts)
+            image = _load_source(source_image)
+
             job.stage("load")
             self.models.prepare(opts["size"], opts["preprocess"], progress=job.progress)
 
-            job.stage("audio")
-            features, audio_track = self._audio(driven_audio, opts)
-
             job.stage("face")
-            image = _load_source(source_image)
             source = self._analyse_source(image, opts)
             references = self._references(opts, None if opts["ref_info"] == "all" else features.num_frames, job)
 
             job.stage("coeffs")
             generated = self._coefficients(features, source, references, opts)
+            # created only now, so a call that fails on its inputs leaves no new folder behind either
+            out_path.parent.mkdir(parents=True, exist_ok=True)
             if keep_intermediates:
                 np.save(out_path.with_suffix(".coeffs.npy"), generated)
 
@@ -150,7 +153,6 @@ class SadTalker:
             while path.exists():
                 path = folder / f"{stamp}_{n}.mp4"
                 n += 1
-        path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
     def _analyse_source(self, image: np.ndarray, opts: dict) -> "_Source":
@@ -264,6 +266,9 @@ class SadTalker:
 
         def on_render(stage: str, done: int, total: int) -> None:
             job.stage(stage, done, total)
+
+        # the source encoding and the first batch belong to "render" (timings, progress, cancellation)
+        job.stage("render", 0, num_frames)
 
         with video.VideoWriter(out_path, frame_size, fps=opts["fps"], audio=audio_track,
                                duration=num_frames / opts["fps"], crf=opts["crf"]) as writer:
