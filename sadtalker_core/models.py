@@ -15,6 +15,7 @@ import torch
 
 from . import checkpoints
 from .errors import OptionError
+from .nets.inference import optimize_for_inference
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -65,7 +66,7 @@ class SadTalkerModels:
             download=self.download, progress=progress)
         nets = checkpoints.build_networks(checkpoint_set, names=wanted)
         for name, net in nets.items():
-            self._nets[self._key(name, size, preprocess)] = net.to(self.device).eval()
+            self._nets[self._key(name, size, preprocess)] = optimize_for_inference(net.to(self.device))
 
     @staticmethod
     def _key(name: str, size: int, preprocess: str) -> str:

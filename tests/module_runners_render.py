@@ -7,11 +7,14 @@ compares every other array of the sidecar with the tolerance for its kind (an un
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 import tolerances
 from sadtalker_core.nets.generator import SPADEGenerator
 from sadtalker_core.nets.he_estimator import HEEstimator
+from sadtalker_core.nets.inference import optimize_for_inference
 from sadtalker_core.nets.kp_detector import KPDetector
 from sadtalker_core.nets.mapping_net import MappingNet
 
@@ -28,12 +31,17 @@ def _tensor(arrays, name: str) -> torch.Tensor:
     return torch.from_numpy(arrays[name])
 
 
-def _compare_all(sidecar, arrays, inputs: set[str], outputs: dict, checks: dict) -> None:
+def _compare_all(sidecar, arrays, inputs: set[str], outputs: dict, checks: dict, label: str = "") -> None:
     recorded = [name for name in arrays if name not in inputs]
     assert recorded, f"{sidecar.name}: no recorded outputs"
     for name in recorded:
         assert name in outputs, f"{sidecar.name}: recorded array {name!r} has no counterpart in our outputs"
-        checks.get(name, tolerances.close)(sidecar.name, name, outputs[name], arrays[name])
+        checks.get(name, tolerances.close)(sidecar.name + label, name, outputs[name], arrays[name])
+
+
+def _as_loaded_and_optimized(net: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """The strictly loaded network, and a copy after the load-time transforms the pipeline applies."""
+    return {"": net, " [optimized]": optimize_for_inference(copy.deepcopy(net))}
 
 
 def _prefixed(head: dict, prefix: str = "out_") -> dict:
@@ -42,9 +50,9 @@ def _prefixed(head: dict, prefix: str = "out_") -> dict:
 
 @torch.inference_mode()
 def run_kp_detector(meta, arrays, state_dict, sidecar) -> None:
-    net = _load(KPDetector(), state_dict)
-    outputs = {"value": net(_tensor(arrays, "input"))}
-    _compare_all(sidecar, arrays, {"input"}, outputs, {})
+    for label, net in _as_loaded_and_optimized(_load(KPDetector(), state_dict)).items():
+        outputs = {"value": net(_tensor(arrays, "input"))}
+        _compare_all(sidecar, arrays, {"input"}, outputs, {}, label)
 
 
 @torch.inference_mode()
@@ -65,12 +73,13 @@ def run_he_estimator(meta, arrays, state_dict, sidecar) -> None:
 
 @torch.inference_mode()
 def run_generator(meta, arrays, state_dict, sidecar) -> None:
-    net = _load(SPADEGenerator(), state_dict)
     inputs = {"source_image", "kp_source", "kp_driving"}
-    outputs = net(_tensor(arrays, "source_image"), _tensor(arrays, "kp_source"), _tensor(arrays, "kp_driving"))
     # Deformation first: its rare mask-threshold flips explain any prediction outlier (golden README §4).
     ordered = dict(sorted(arrays.items(), key=lambda item: item[0] != "deformation"))
-    _compare_all(sidecar, ordered, inputs, outputs, GENERATOR_CHECKS)
+    for label, net in _as_loaded_and_optimized(_load(SPADEGenerator(), state_dict)).items():
+        outputs = net(_tensor(arrays, "source_image"), _tensor(arrays, "kp_source"),
+                      _tensor(arrays, "kp_driving"))
+        _compare_all(sidecar, ordered, inputs, outputs, GENERATOR_CHECKS, label)
 
 
 RUNNERS = {

@@ -36,6 +36,8 @@ def make_coordinate_grid(spatial_size: tuple[int, int, int], dtype: torch.dtype 
 class SameBlock2d(nn.Module):
     """conv -> BN -> ReLU (LeakyReLU 0.01 with ``lrelu``), resolution kept."""
 
+    FOLDABLE_NORMS = (("conv", "norm"),)
+
     def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1,
                  lrelu: bool = False):
         super().__init__()
@@ -51,6 +53,8 @@ class SameBlock2d(nn.Module):
 class DownBlock2d(nn.Module):
     """conv 3x3 -> BN -> ReLU -> 2x2 average pooling."""
 
+    FOLDABLE_NORMS = (("conv", "norm"),)
+
     def __init__(self, in_features: int, out_features: int):
         super().__init__()
         self.conv = nn.Conv2d(in_features, out_features, 3, padding=1)
@@ -62,6 +66,8 @@ class DownBlock2d(nn.Module):
 
 class DownBlock3d(nn.Module):
     """conv 3x3x3 -> BN -> ReLU -> (1, 2, 2) average pooling (depth kept)."""
+
+    FOLDABLE_NORMS = (("conv", "norm"),)
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__()
@@ -79,6 +85,8 @@ class DownBlock3d(nn.Module):
 class UpBlock3d(nn.Module):
     """nearest (1, 2, 2) upsampling -> conv 3x3x3 -> BN -> ReLU."""
 
+    FOLDABLE_NORMS = (("conv", "norm"),)
+
     def __init__(self, in_features: int, out_features: int):
         super().__init__()
         self.conv = nn.Conv3d(in_features, out_features, 3, padding=1)
@@ -91,6 +99,8 @@ class UpBlock3d(nn.Module):
 
 class ResBlock3d(nn.Module):
     """Pre-activation residual block: x + conv2(relu(BN(conv1(relu(BN(x))))))."""
+
+    FOLDABLE_NORMS = (("conv1", "norm2"),)  # norm1 acts on the block input, not on a conv output
 
     def __init__(self, features: int):
         super().__init__()
@@ -195,6 +205,45 @@ class SPADE(nn.Module):
         return normalized * (1 + gamma) + beta
 
 
+def _phase_classes(scale: int) -> list[tuple[slice, Tensor]]:
+    """Output phases of a nearest x``scale`` upsampling along one axis that read the same low-resolution
+    pixels through a 3-tap kernel, with the (3, 2) map from the kernel taps to the 2 low-resolution taps at
+    offsets (-1, 0) (phase 0), (0, 0) (inner phases, first tap unused) or (0, +1) (last phase), the latter
+    read one position further on."""
+    first = (slice(0, 1), torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]))
+    inner = (slice(1, scale - 1), torch.tensor([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]]))
+    last = (slice(scale - 1, scale), torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]))
+    return [first, inner, last] if scale > 2 else [first, last]
+
+
+def conv3x3_of_upsampled(x: Tensor, weight: Tensor, bias: Tensor | None, scale: int) -> Tensor:
+    """``conv2d(interpolate(x, scale_factor=scale, mode="nearest"), weight, bias, padding=1)`` for a 3x3
+    ``weight``, computed at the low resolution.
+
+    Every output phase of the upsampled grid reads at most 2x2 distinct input pixels, so its 3x3 kernel
+    collapses to a summed 2x2 kernel: one 2x2 convolution with a kernel per phase class (4 classes at x2,
+    9 at x4) replaces the full-resolution one, 16 instead of 36 (x2) or 36 instead of 144 (x4) taps per input
+    pixel. Equal up to the float rounding of the summed weights.
+    """
+    b, _, h, w = x.shape
+    out_channels = weight.shape[0]
+    classes = _phase_classes(scale)
+    kernels = [torch.einsum("oidc,dr,cs->oirs", weight, row_taps.to(weight), col_taps.to(weight))
+               for _, row_taps in classes for _, col_taps in classes]
+    # Output (i, j) of the 2x2 convolution over the padded input reads input pixels i-1..i, j-1..j.
+    phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), torch.cat(kernels),
+                      None if bias is None else bias.repeat(len(kernels)))
+    phases = phases.reshape(b, len(kernels), out_channels, h + 1, w + 1)
+    out = x.new_empty(b, out_channels, h, scale, w, scale)
+    k = 0
+    for r, (rows, _) in enumerate(classes):
+        for c, (cols, _) in enumerate(classes):
+            top, left = int(r == len(classes) - 1), int(c == len(classes) - 1)  # the last phase reads one on
+            out[:, :, :, rows, :, cols] = phases[:, k, :, top:top + h, left:left + w, None, None].transpose(3, 4)
+            k += 1
+    return out.reshape(b, out_channels, h * scale, w * scale)
+
+
 def instance_norm(x: Tensor) -> Tensor:
     """Parameter-free InstanceNorm2d (per-sample statistics, biased variance, eps 1e-5)."""
     return F.instance_norm(x, eps=INSTANCE_NORM_EPS)
@@ -224,12 +273,17 @@ class SPADEResnetBlock(nn.Module):
         return [self.norm_0, self.norm_1, self.norm_s] if self.learned_shortcut else [self.norm_0, self.norm_1]
 
     def forward(self, x: Tensor, seg: Tensor) -> Tensor:
-        if seg.shape[2:] != x.shape[2:]:
-            seg = F.interpolate(seg, size=x.shape[2:], mode="nearest")
         spades = self._spades()
         weight = torch.cat([s.mlp_shared[0].weight for s in spades])
         bias = torch.cat([s.mlp_shared[0].bias for s in spades])
-        hidden = F.relu(F.conv2d(seg, weight, bias, padding=1)).chunk(len(spades), dim=1)
+        scale = x.shape[2] // seg.shape[2]
+        if seg.shape[2:] == x.shape[2:]:
+            hidden = F.conv2d(seg, weight, bias, padding=1)
+        elif x.shape[2:] == (seg.shape[2] * scale, seg.shape[3] * scale):
+            hidden = conv3x3_of_upsampled(seg, weight, bias, scale)
+        else:
+            hidden = F.conv2d(F.interpolate(seg, size=x.shape[2:], mode="nearest"), weight, bias, padding=1)
+        hidden = F.relu(hidden).chunk(len(spades), dim=1)
 
         normalized = instance_norm(x)
         shortcut = self.conv_s(self.norm_s.modulate(normalized, hidden[2])) if self.learned_shortcut else x

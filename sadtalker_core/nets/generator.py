@@ -45,6 +45,8 @@ class HourglassEncoder(nn.Module):
 
 
 class HourglassDecoder(nn.Module):
+    FOLDABLE_NORMS = (("conv", "norm"),)
+
     def __init__(self, block_expansion: int, in_features: int, num_blocks: int, max_features: int):
         super().__init__()
         blocks = []
@@ -88,6 +90,8 @@ class DenseMotionNetwork(nn.Module):
     only feeds the deformation), ``deformation`` (B, D, H, W, 3) ``grid_sample`` coordinates (x, y, z) and
     ``occlusion_map`` (B, 1, H, W).
     """
+
+    FOLDABLE_NORMS = (("compress", "norm"),)
 
     def __init__(self, block_expansion: int = 32, num_blocks: int = 5, max_features: int = 1024):
         super().__init__()
