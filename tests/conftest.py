@@ -80,6 +80,35 @@ def checkpoints_256(checkpoint_factory, tmp_path_factory) -> Path:
         "SadTalker_V0.0.2_256.safetensors", "mapping_00229-model.pth.tar", "mapping_00109-model.pth.tar"))
 
 
+@pytest.fixture(scope="session")
+def sadtalker_256(checkpoints_256):
+    """One ``SadTalker`` on the CPU over ``checkpoints_256``, shared so its networks load once per session."""
+    from sadtalker_core import SadTalker
+
+    return SadTalker(checkpoints_256, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def speech_clip(media, tmp_path_factory):
+    """``speech_clip(seconds)``: path of the first ``seconds`` of RD_Radio31_000.wav (cut once per length
+    with the bundled ffmpeg, stream-copied PCM, so the samples are the original's)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    folder = tmp_path_factory.mktemp("speech_clips")
+
+    def cut(seconds: float) -> Path:
+        target = folder / f"speech_{seconds:.3f}s.wav"
+        if not target.exists():
+            subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i",
+                            str(media / "RD_Radio31_000.wav"), "-t", f"{seconds}", "-c:a", "pcm_s16le",
+                            str(target)], check=True, capture_output=True)
+        return target
+
+    return cut
+
+
 def pytest_terminal_summary(terminalreporter):
     if not golden.CHECKED:
         return
