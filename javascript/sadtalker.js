@@ -15,8 +15,11 @@ function sadtalkerTabButton() {
             return buttons[index];
         }
     }
-    var all = Array.from(app.querySelectorAll('#tabs button, #tabs [role="tab"]'));
-    return all.find(function(b) { return b.textContent.trim() === 'SadTalker'; }) || null;
+    // newer gradio renders tab panels lazily and keeps hidden copies of the buttons for its overflow menu
+    var all = Array.from(app.querySelectorAll('#tabs [role="tab"]'))
+        .concat(Array.from(app.querySelectorAll('#tabs button')));
+    return all.find(function(b) { return b.textContent.trim() === 'SadTalker' && b.offsetParent !== null; })
+        || null;
 }
 
 function switch_to_sadtalker() {

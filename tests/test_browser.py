@@ -81,7 +81,10 @@ def test_send_to_sadtalker_then_generate(make_host, browser, tmp_path, checkpoin
     _wait(driver, lambda: js("return !!gradioApp().querySelector('#sadtalker_audio audio, #sadtalker_audio "
                              "[data-testid=waveform-x], #sadtalker_audio .waveform-container')"), 60,
           "the uploaded audio")
-    js("var r = gradioApp().querySelector('#sadtalker_face_detector input[value=dlib]'); r.click();")
+    js("gradioApp().querySelector('#sadtalker_advanced .label-wrap').click()")  # open "Advanced"
+    _wait(driver, lambda: js("return !!gradioApp().querySelector('#sadtalker_face_detector input[value=dlib]')"),
+          20, "the face detector choice")
+    js("gradioApp().querySelector('#sadtalker_face_detector input[value=dlib]').click()")
     _wait(driver, lambda: js("return gradioApp().querySelector('#sadtalker_face_detector input[value=dlib]')"
                              ".checked"), 10, "face detector = dlib")
     js("gradioApp().querySelector('#sadtalker_generate').click()")
