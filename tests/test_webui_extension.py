@@ -4,7 +4,6 @@ Interrupt through the host's GPU wrapper, Reload UI, --nowebui, flavors, import 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -153,7 +152,6 @@ def test_generate_reports_progress_saves_sidecar_and_time_taken(make_host, tmp_p
     from modules import progress, shared
 
     talkers = use_stub_talker()
-    seen = []
     module = tab_module()
     video, crop, folder, info = _run_generate(module.tab_parts, pose_style=7)
     talker = talkers[0]
