@@ -14,7 +14,7 @@ from typing import Sequence
 
 from .errors import Cancelled, SadTalkerError
 from .options import (BACKGROUND_ENHANCERS, BLEND_MODES, ENHANCERS, FACE_DETECTORS, OPTIONS_BY_NAME,
-                      PREPROCESS_MODES, REF_INFO)
+                      PREPROCESS_MODES, REF_INFO, validate_options)
 
 # Flags of the official face3d renderer (``--face3dvis`` and its BFM settings). They only matter for a debug
 # visualisation this project does not ship; they are accepted so existing scripts keep working.
@@ -130,13 +130,19 @@ class _TerminalProgress:
             self._bar = None
 
 
+def _one_line(error: BaseException) -> str:
+    """The message on one line (some list files or URLs on lines of their own), so scripts can grep it."""
+    return " ".join(str(error).split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     progress = None if args.quiet or not sys.stderr.isatty() else _TerminalProgress()
     try:
+        # bad flag values fail here, before the pipeline (torch) is imported
+        options = validate_options(options_from_args(args))
         from .pipeline import SadTalker
 
-        options = options_from_args(args)
         device = "cpu" if args.cpu else args.device
         talker = SadTalker(args.checkpoint_dir, device=device, old_version=args.old_version)
         audio = None if args.idle_seconds is not None else args.driven_audio
@@ -146,15 +152,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Cancelled as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 130
     except SadTalkerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except Exception as exc:  # a bug, not bad input: still one line unless --verbose asks for the traceback
         if args.verbose:
             raise
-        print(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --verbose for the traceback; "
+        print(f"error: unexpected {type(exc).__name__}: {_one_line(exc)} (rerun with --verbose for the traceback; "
               "please report it)", file=sys.stderr)
         return 1
     finally:

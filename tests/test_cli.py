@@ -1,0 +1,139 @@
+"""``python -m sadtalker_core``: official flags, and one ``error: ...`` line with a non-zero exit for bad input.
+
+The successful run (exit 0, the path on stdout, the same video as the API for the same seed) is
+``test_pipeline.py::test_cli_with_the_same_seed_reproduces_the_api_video``; it shares that module's render.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import golden
+from sadtalker_core.cli import build_parser, options_from_args
+from sadtalker_core.errors import SadTalkerError
+from sadtalker_core.options import validate_options
+
+MEDIA = golden.MEDIA
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sadtalker_core", *args], cwd=golden.REPO, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def error_line(proc: subprocess.CompletedProcess) -> str:
+    """The failure contract: exit 1, nothing on stdout, exactly one ``error: ...`` line on stderr."""
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def job_args(checkpoints_256, speech_clip, tmp_path):
+    """Flags of a valid job; a test replaces the one it breaks. The result folder must stay absent."""
+    results = tmp_path / "results"
+    yield {"--driven_audio": str(speech_clip(0.04)), "--source_image": str(MEDIA / "happy.png"),
+           "--checkpoint_dir": str(checkpoints_256), "--result_dir": str(results), "--face_detector": "dlib",
+           "--seed": "1", "--cpu": None}
+    assert not results.exists()
+
+
+def flags(args: dict) -> list[str]:
+    return [item for flag, value in args.items() for item in ((flag,) if value is None else (flag, value))]
+
+
+def test_missing_checkpoints_fail_fast_naming_files_and_folder(job_args, tmp_path):
+    with socket.socket() as probe:  # a loopback port nobody listens on: the download is refused at once
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = tmp_path / "empty_checkpoints"
+    folder.mkdir()
+    job_args["--checkpoint_dir"] = str(folder)
+    started = time.perf_counter()
+    line = error_line(run_cli(*flags(job_args), env={"SADTALKER_DOWNLOAD_BASE_URL": f"http://127.0.0.1:{port}"}))
+    assert time.perf_counter() - started < 60  # python + torch import included; no network waits
+    assert "SadTalker_V0.0.2_256.safetensors" in line and "mapping_00229-model.pth.tar" in line
+    assert str(folder) in line and "Download them by hand" in line
+    assert list(folder.iterdir()) == []
+
+
+def test_bad_source_image(job_args, tmp_path):
+    job_args["--source_image"] = str(tmp_path / "no_such_portrait.png")
+    line = error_line(run_cli(*flags(job_args)))
+    assert "not found" in line and "no_such_portrait.png" in line
+
+
+def test_bad_audio(job_args, tmp_path):
+    noise = tmp_path / "noise.wav"
+    noise.write_bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    job_args["--driven_audio"] = str(noise)
+    assert "noise.wav" in error_line(run_cli(*flags(job_args)))
+
+
+@pytest.mark.parametrize("flag, value, match", [
+    ("--pose_style", "99", "pose_style"),
+    ("--batch_size", "0", "batch_size"),
+    ("--size", "300", "size"),
+    ("--idle_seconds", "0", "idle_seconds"),
+])
+def test_out_of_range_values(job_args, flag, value, match):
+    job_args[flag] = value
+    assert match in error_line(run_cli(*flags(job_args)))
+
+
+def test_landmarks_file_that_is_not_json(job_args, tmp_path):
+    landmarks = tmp_path / "points.json"
+    landmarks.write_text("68 points, trust me")
+    job_args["--landmarks"] = str(landmarks)
+    assert "points.json is not JSON" in error_line(run_cli(*flags(job_args)))
+
+
+def test_usage_errors_exit_2():
+    proc = run_cli("--preprocess", "zoom", timeout=120)
+    assert proc.returncode == 2 and "invalid choice: 'zoom'" in proc.stderr
+
+
+def test_help_lists_the_official_flags():
+    proc = run_cli("--help", timeout=120)
+    assert proc.returncode == 0
+    for flag in ("--driven_audio", "--source_image", "--ref_eyeblink", "--ref_pose", "--checkpoint_dir",
+                 "--result_dir", "--pose_style", "--batch_size", "--size", "--expression_scale", "--input_yaw",
+                 "--enhancer", "--background_enhancer", "--cpu", "--still", "--preprocess", "--verbose",
+                 "--old_version", "--seed", "--no_blink", "--face_index", "--idle_seconds"):
+        assert flag in proc.stdout
+
+
+def test_flags_map_to_options(tmp_path):
+    points = tmp_path / "lm.json"
+    points.write_text(json.dumps([[float(i), float(i)] for i in range(68)]))
+    args = build_parser().parse_args([
+        "--still", "--preprocess", "full", "--input_yaw", "-20", "20", "--no_blink", "--face_box", "1", "2", "30",
+        "40", "--landmarks", str(points), "--seed", "9", "--fps", "30", "--face3dvis", "--net_recon", "resnet50",
+        "--bfm_folder", "BFM_Fitting", "--ref_video", "ref.mp4", "--ref_info", "all"])
+    options = validate_options(options_from_args(args))
+    assert options["still"] is True and options["preprocess"] == "full" and options["blink"] is False
+    assert options["input_yaw"] == [-20.0, 20.0] and options["face_box"] == [1.0, 2.0, 30.0, 40.0]
+    assert options["landmarks"][5] == [5.0, 5.0] and options["seed"] == 9 and options["fps"] == 30
+    assert options["ref_video"] == "ref.mp4" and options["ref_info"] == "all"
+    # defaults are the official ones
+    defaults = validate_options(options_from_args(build_parser().parse_args([])))
+    assert defaults == validate_options(blink=True)
+    assert build_parser().parse_args([]).driven_audio == "./examples/driven_audio/bus_chinese.wav"
+
+
+def test_unreadable_landmarks_file(tmp_path):
+    args = build_parser().parse_args(["--landmarks", str(tmp_path / "missing.json")])
+    with pytest.raises(SadTalkerError, match="cannot read the landmarks file"):
+        options_from_args(args)
