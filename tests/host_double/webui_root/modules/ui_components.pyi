@@ -5,14 +5,10 @@ import gradio as gr
 from gradio.events import Dependency
 
 class ToolButton(gr.Button):
-    def __init__(self, *args, **kwargs):
-        classes = kwargs.pop("elem_classes", [])
-        super().__init__(*args, elem_classes=["tool", *classes], **kwargs)
+    @wraps(gr.Button.__init__)
+    def __init__(self, value="", *args, elem_classes=None, **kwargs):
+        elem_classes = elem_classes or []
+        super().__init__(value, *args, elem_classes=["tool", *elem_classes], **kwargs)
 
     def get_block_name(self):
         return "button"
-    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
-    from gradio.blocks import Block
-    if TYPE_CHECKING:
-        from gradio.components import Timer
-        from gradio.components.base import Component
