@@ -125,8 +125,8 @@ def write_synthetic_checkpoints(folder: Path, sizes=(256,), seed: int = 0) -> Pa
 
 
 def cut_audio(source: Path, seconds: float | None, folder: Path) -> tuple[Path, float]:
-    """The first ``seconds`` of ``source`` (all of it for None) as a 16 kHz mono WAV in ``folder``, and its
-    length in seconds."""
+    """The first ``seconds`` of ``source`` (all of it for None; a shorter clip is repeated to reach
+    ``seconds``) as a 16 kHz mono WAV in ``folder``, and its length in seconds."""
     import wave
 
     import numpy as np
@@ -135,7 +135,8 @@ def cut_audio(source: Path, seconds: float | None, folder: Path) -> tuple[Path, 
 
     samples = audio.load_audio(source)
     if seconds is not None:
-        samples = samples[:int(round(seconds * audio.SAMPLE_RATE))]
+        wanted = int(round(seconds * audio.SAMPLE_RATE))
+        samples = np.tile(samples, -(-wanted // len(samples)))[:wanted]
     path = folder / f"{source.stem}_{len(samples)}.wav"
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)

@@ -1,10 +1,11 @@
 """Peak memory of the streaming pipeline vs audio length: it must stay flat.
 
-    .venv/bin/python bench/bench_memory.py --checkpoint_dir DIR [--lengths 2,8,full] [--audio japanese.wav]
+    .venv/bin/python bench/bench_memory.py --checkpoint_dir DIR [--lengths 2,8,40] [--audio japanese.wav]
         [--preprocess crop] [--batch_size 2] [--render-all]
 
 Each length runs ``SadTalker.generate`` in its own process (so ``ru_maxrss`` is that run's peak) on
-art_0.png + the first N seconds of the audio (``full`` = all of it; japanese.wav is about 40 s = 1000 frames).
+art_0.png + the first N seconds of the audio (``full`` = all of it; japanese.wav is 9.1 s, so longer lengths
+repeat it: 40 s = 1000 frames).
 Everything that scales with the length is real: audio decoding and mel windows, ExpNet/PoseVAE coefficients
 for the whole clip, the per-frame keypoints' inputs, aspect restore / paste-back, uint8 conversion and the
 streaming H.264 + AAC encoder receiving every frame.
@@ -73,7 +74,7 @@ def child(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint_dir", required=True)
-    parser.add_argument("--lengths", default="2,8,full", help="seconds per run, 'full' = the whole file")
+    parser.add_argument("--lengths", default="2,8,40", help="seconds per run ('full' = the file as it is)")
     parser.add_argument("--image", type=Path, default=MEDIA / "art_0.png")
     parser.add_argument("--audio", type=Path, default=MEDIA / "japanese.wav")
     parser.add_argument("--preprocess", default="crop")
@@ -86,8 +87,9 @@ def main() -> None:
 
     how = ("every frame rendered" if args.render_all else
            "first batch rendered by the real generator, re-submitted for every later batch")
-    print(f"# memory benchmark: {args.image.name} + {args.audio.name}, preprocess {args.preprocess}, batch "
-          f"{args.batch_size}; {how}; audio, coefficients, paste/aspect and encoder real for the whole length")
+    print(f"# memory benchmark: {args.image.name} + {args.audio.name} (repeated where a length exceeds it), "
+          f"preprocess {args.preprocess}, batch {args.batch_size}; {how}; audio, coefficients, paste/aspect and "
+          f"encoder real for the whole length")
     print(f"{'audio s':>8} {'frames':>7} {'RSS loaded':>11} {'peak in generate':>17} {'ru_maxrss':>10} "
           f"{'generate s':>11}  stages (s) @ load")
     for length in args.lengths.split(","):

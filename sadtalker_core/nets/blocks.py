@@ -205,14 +205,14 @@ class SPADE(nn.Module):
         return normalized * (1 + gamma) + beta
 
 
-def _phase_classes(scale: int) -> list[tuple[slice, Tensor]]:
-    """Output phases of a nearest x``scale`` upsampling along one axis that read the same low-resolution
-    pixels through a 3-tap kernel, with the (3, 2) map from the kernel taps to the 2 low-resolution taps at
-    offsets (-1, 0) (phase 0), (0, 0) (inner phases, first tap unused) or (0, +1) (last phase), the latter
-    read one position further on."""
-    first = (slice(0, 1), torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]))
-    inner = (slice(1, scale - 1), torch.tensor([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]]))
-    last = (slice(scale - 1, scale), torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]))
+def _phase_classes(scale: int) -> list[tuple[slice, int, Tensor]]:
+    """The output phases of a nearest x``scale`` upsampling along one axis grouped by the low-resolution
+    pixels their 3 taps read: (phases, start, (3, 2) map from the 3 taps to 2 low-resolution taps at offsets
+    start - 1 and start). Phase 0 reads back to offset -1, the last phase forward to +1, inner phases only
+    offset 0 (as the second of the two taps)."""
+    first = (slice(0, 1), 0, torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]))
+    inner = (slice(1, scale - 1), 0, torch.tensor([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]]))
+    last = (slice(scale - 1, scale), 1, torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]))
     return [first, inner, last] if scale > 2 else [first, last]
 
 
@@ -220,27 +220,23 @@ def conv3x3_of_upsampled(x: Tensor, weight: Tensor, bias: Tensor | None, scale: 
     """``conv2d(interpolate(x, scale_factor=scale, mode="nearest"), weight, bias, padding=1)`` for a 3x3
     ``weight``, computed at the low resolution.
 
-    Every output phase of the upsampled grid reads at most 2x2 distinct input pixels, so its 3x3 kernel
-    collapses to a summed 2x2 kernel: one 2x2 convolution with a kernel per phase class (4 classes at x2,
-    9 at x4) replaces the full-resolution one, 16 instead of 36 (x2) or 36 instead of 144 (x4) taps per input
-    pixel. Equal up to the float rounding of the summed weights.
+    Each output phase of the upsampled grid reads at most 2x2 distinct input pixels, so its 3x3 kernel
+    collapses to a 2x2 kernel of summed taps. One 2x2 convolution with a kernel per phase class (4 at x2, 9 at
+    x4) replaces the full-resolution one: 16 instead of 36 (x2) or 36 instead of 144 (x4) multiply-adds per
+    input pixel and weight. Equal up to the float rounding of the summed taps.
     """
     b, _, h, w = x.shape
     out_channels = weight.shape[0]
-    classes = _phase_classes(scale)
-    kernels = [torch.einsum("oidc,dr,cs->oirs", weight, row_taps.to(weight), col_taps.to(weight))
-               for _, row_taps in classes for _, col_taps in classes]
-    # Output (i, j) of the 2x2 convolution over the padded input reads input pixels i-1..i, j-1..j.
-    phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), torch.cat(kernels),
-                      None if bias is None else bias.repeat(len(kernels)))
-    phases = phases.reshape(b, len(kernels), out_channels, h + 1, w + 1)
-    out = x.new_empty(b, out_channels, h, scale, w, scale)
-    k = 0
-    for r, (rows, _) in enumerate(classes):
-        for c, (cols, _) in enumerate(classes):
-            top, left = int(r == len(classes) - 1), int(c == len(classes) - 1)  # the last phase reads one on
-            out[:, :, :, rows, :, cols] = phases[:, k, :, top:top + h, left:left + w, None, None].transpose(3, 4)
-            k += 1
+    classes = [(rows, cols, top, left, torch.einsum("oidc,dr,cs->oirs", weight, row_taps.to(weight),
+                                                    col_taps.to(weight)))
+               for rows, top, row_taps in _phase_classes(scale) for cols, left, col_taps in _phase_classes(scale)]
+    # Output (i, j) of the 2x2 convolution over the zero-padded input reads input rows i-1..i, columns j-1..j.
+    phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), torch.cat([kernel for *_, kernel in classes]),
+                      None if bias is None else bias.repeat(len(classes)))
+    phases = phases.reshape(b, len(classes), out_channels, h + 1, w + 1)
+    out = phases.new_empty(b, out_channels, h, scale, w, scale)
+    for k, (rows, cols, top, left, _) in enumerate(classes):
+        out[:, :, :, rows, :, cols] = phases[:, k, :, top:top + h, left:left + w, None, None].transpose(3, 4)
     return out.reshape(b, out_channels, h * scale, w * scale)
 
 
