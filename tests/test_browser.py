@@ -94,6 +94,9 @@ def test_send_to_sadtalker_then_generate(make_host, browser, tmp_path, checkpoin
     assert js("return (window.hostProgressSeen || []).length") > 0  # the host progress bar was polled
     saved = list((tmp_path / "videos").rglob("*.mp4"))
     assert len(saved) == 1 and saved[0].with_suffix(".json").is_file() and src
+    # the browser can decode the clip: the first frame is there
+    _wait(driver, lambda: js("return gradioApp().querySelector('#sadtalker_result video').readyState >= 2"), 60,
+          "the result video to load")
     js("window.scrollTo(0, 0)")
     SCREENSHOT.parent.mkdir(exist_ok=True)
     driver.save_screenshot(str(SCREENSHOT))
