@@ -110,7 +110,7 @@ def ensure_checkpoints(directory: str | os.PathLike, files: Iterable[str], progr
             urls = "\n".join(f"  {e.url(base_url)}" for e in missing[index:])
             raise CheckpointNotFoundError(
                 f"Could not download {entry.name} from {entry.url(base_url)}: {_reason(error)}.\n"
-                f"Missing checkpoint files in {folder}: {', '.join(names)}.\n"
+                f"Missing checkpoint files in {folder.resolve()}: {', '.join(names)}.\n"
                 f"Download them by hand into that folder:\n{urls}") from error
     return [folder / e.name for e in entries]
 
