@@ -21,7 +21,7 @@ def wrap_queued_call(func):
     return f
 
 
-def wrap_gradio_gpu_call(func, extra_outputs=None, name=None):
+def _wrap_gradio_gpu_call(func, extra_outputs=None):
     def f(*args, **kwargs):
         if args and type(args[0]) == str and args[0].startswith("task(") and args[0].endswith(")"):
             id_task = args[0]
@@ -40,6 +40,15 @@ def wrap_gradio_gpu_call(func, extra_outputs=None, name=None):
         return res
 
     return wrap_gradio_call(f, extra_outputs=extra_outputs, add_stats=True)
+
+
+# name= exists only on SD.Next (SDN call_queue.py:18); on A1111 1.8-1.10 and Forge it is a TypeError
+if flavor_is("sdnext"):
+    def wrap_gradio_gpu_call(func, extra_outputs=None, name=None):
+        return _wrap_gradio_gpu_call(func, extra_outputs)
+else:
+    def wrap_gradio_gpu_call(func, extra_outputs=None):
+        return _wrap_gradio_gpu_call(func, extra_outputs)
 
 
 def wrap_gradio_call(func, extra_outputs=None, add_stats=False):

@@ -1,8 +1,9 @@
-"""A18 modules/progress.py: task queue bookkeeping and /internal/progress (progressapi formula :76-141)."""
+"""A18 modules/progress.py: task queue bookkeeping and /internal/progress (progressapi formula :76-141;
+SD.Next counts only sampling_step / sampling_steps)."""
 
 import time
 
-from modules import shared
+from modules import flavor_is, shared
 
 current_task = None
 pending_tasks = {}
@@ -33,6 +34,24 @@ def add_task_to_queue(id_job):
     pending_tasks[id_job] = time.time()
 
 
+if flavor_is("sdnext"):
+    def _progress() -> float:
+        # SDN progress.py:62-70: the current stage's steps only; job_no / job_count are ignored
+        step = max(shared.state.sampling_step, 0)
+        steps = max(shared.state.sampling_steps, 1)
+        return round(min(1, abs(step / steps)), 2)
+else:
+    def _progress() -> float:
+        progress = 0
+        job_count, job_no = shared.state.job_count, shared.state.job_no
+        sampling_steps, sampling_step = shared.state.sampling_steps, shared.state.sampling_step
+        if job_count > 0:
+            progress += job_no / job_count
+        if sampling_steps > 0 and job_count > 0:
+            progress += 1 / job_count * sampling_step / sampling_steps
+        return min(progress, 1)
+
+
 def progressapi(req: dict) -> dict:
     id_task = req.get("id_task")
     active = id_task == current_task
@@ -41,14 +60,7 @@ def progressapi(req: dict) -> dict:
     if not active:
         return {"active": active, "queued": queued, "completed": completed, "progress": None, "eta": None,
                 "textinfo": "In queue..." if queued else "Waiting..."}
-    progress = 0
-    job_count, job_no = shared.state.job_count, shared.state.job_no
-    sampling_steps, sampling_step = shared.state.sampling_steps, shared.state.sampling_step
-    if job_count > 0:
-        progress += job_no / job_count
-    if sampling_steps > 0 and job_count > 0:
-        progress += 1 / job_count * sampling_step / sampling_steps
-    progress = min(progress, 1)
+    progress = _progress()
     elapsed = time.time() - (shared.state.time_start or time.time())
     eta = (elapsed / progress - elapsed) if progress > 0 else None
     return {"active": active, "queued": queued, "completed": completed, "progress": progress, "eta": eta,
