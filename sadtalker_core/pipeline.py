@@ -162,7 +162,7 @@ class SadTalker:
                                      weights_dir=self.checkpoint_dir, device=str(self.device))
         cropped = crop.crop_face(image, face.landmarks68, opts["preprocess"], opts["size"])
         coeff = self._coeff_73([cropped.frame], [cropped.landmarks_in_frame])
-        return _Source(frame=cropped.frame, crop_info=cropped.crop_info, coeff=coeff)
+        return _Source(frame=cropped.frame, crop_info=cropped.crop_info, coeff=coeff, region=cropped.region)
 
     def _coeff_73(self, frames, frame_landmarks) -> np.ndarray:
         """(N, 73) coefficients of square face frames, batched through the 3DMM regressor."""
@@ -340,6 +340,7 @@ class _Source:
     frame: np.ndarray  # (size, size, 3) uint8: what the networks see
     crop_info: Any  # official crop tuple (paste-back, aspect restore)
     coeff: np.ndarray  # (1, 73)
+    region: tuple  # original-image pixels shown in ``frame``
 
 
 def _load_source(source_image) -> np.ndarray:
