@@ -25,7 +25,7 @@ TAB_ID = "sadtalker"
 TAB_TITLE = "SadTalker"
 SETTINGS_SECTION = ("sadtalker", "SadTalker")
 GALLERY_TABS = ("txt2img", "img2img")
-EXPECTED_STAGES = ("load", "face", "audio", "coeffs", "render")  # the pipeline's stages, in order
+EXPECTED_STAGES = ("audio", "load", "face", "coeffs", "render")  # the pipeline's stages, in order
 
 
 def _import_core():
