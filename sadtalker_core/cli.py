@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import Cancelled, SadTalkerError
-from .options import (BACKGROUND_ENHANCERS, BLEND_MODES, ENHANCERS, FACE_DETECTORS, OPTIONS_BY_NAME,
-                      PREPROCESS_MODES, REF_INFO, validate_options)
+from .options import (BACKGROUND_ENHANCERS, BLEND_MODES, ENHANCERS, FACE_DETECTORS, OPTIONS,
+                      OPTIONS_BY_NAME, PREPROCESS_MODES, REF_INFO, validate_options)
 
 # Flags of the official face3d renderer (``--face3dvis`` and its BFM settings). They only matter for a debug
 # visualisation this project does not ship; they are accepted so existing scripts keep working.
@@ -87,11 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def options_from_args(args: argparse.Namespace) -> dict:
     """Generation options (``options.py`` names) from parsed flags."""
-    names = ("preprocess", "still", "size", "pose_style", "expression_scale", "head_motion_scale",
-             "ref_eyeblink", "ref_pose", "ref_video", "ref_info", "input_yaw", "input_pitch", "input_roll",
-             "batch_size", "enhancer", "background_enhancer", "seed", "fps", "face_detector", "face_index",
-             "face_box", "idle_seconds", "blend", "crf")
-    options = {name: getattr(args, name) for name in names}
+    # every option has a flag of its name, except the two whose flag means something else on the command line
+    options = {o.name: getattr(args, o.name) for o in OPTIONS if o.name not in ("blink", "landmarks")}
     options["blink"] = not args.no_blink
     if args.landmarks is not None:
         path = Path(args.landmarks)

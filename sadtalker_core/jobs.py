@@ -96,14 +96,7 @@ def find_checkpoint_dir(candidates: Iterable[Path], size: int = 256, preprocess:
     if not folders:
         raise CheckpointNotFoundError("no checkpoint folder is configured: pass a folder, set "
                                       "SADTALKER_CHECKPOINTS or the checkpoint folder setting.")
-    try:
-        from .checkpoints import locate_checkpoints
-    except ImportError:  # checkpoint discovery not available in this build: take the first existing folder
-        for path in folders:
-            if path.is_dir():
-                return path
-        raise CheckpointNotFoundError("no checkpoint folder exists. Looked in: "
-                                      + ", ".join(str(p) for p in folders)) from None
+    from .checkpoints import locate_checkpoints  # deferred: keeps importing the extension cheap
     first_error: CheckpointNotFoundError | None = None
     for path in folders:
         try:
