@@ -26,6 +26,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..checkpoints import torch_load_weights
 from ..errors import CheckpointNotFoundError, CorruptCheckpointError, NoFaceError, OptionError
 
 BACKENDS = ("fan", "dlib")
@@ -242,7 +243,7 @@ def _fan_model(path: Path, device: str):
         if path.suffix == ".zip":  # face-alignment 1.3 shipped a TorchScript archive
             state = torch.jit.load(str(path), map_location="cpu").state_dict()
         else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            state = torch_load_weights(path)
             state = state.get("state_dict", state)
     except Exception as error:  # torch raises RuntimeError/UnpicklingError/zip errors for damaged files
         raise CorruptCheckpointError(f"Cannot read the FAN landmark weights {path} ({error}). Delete the file "
