@@ -200,7 +200,7 @@ def add_routes(app, runner: JobRunner, *, lock: ContextManager, control: JobCont
             raise RequestError(400, None, f"the body is not valid JSON: {error}.") from None
         with tempfile.TemporaryDirectory(prefix="sadtalker_api_") as workdir:
             image, audio, options = parse_generate_request(payload, Path(workdir), current_limits())
-            with lock, control.scope("sadtalker-api") as (progress, cancel):
+            with lock, control.scope("sadtalker-api", runner.timings) as (progress, cancel):
                 result = runner.run(image, str(audio) if audio else None, options, progress=progress,
                                     cancel=cancel)
         return {

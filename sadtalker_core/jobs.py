@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from . import __version__
-from .errors import CheckpointNotFoundError
+from . import __version__, host_requirements
+from .errors import Cancelled, CheckpointNotFoundError
 from .options import validate_options
+from .progress import ProgressTracker, StageTimings
 
 Progress = Callable[[str, int, int], None]
 
@@ -43,6 +44,7 @@ class RunnerConfig:
     dtype: Any = None
     keep_loaded: bool = True
     extra_sidecar: dict = field(default_factory=dict)
+    pin_file: Path | None = None  # the host's requirements file: packages it pins are reported, never changed
 
 
 class JobControl:
@@ -54,26 +56,38 @@ class JobControl:
 
     def __init__(self):
         self._cancel = threading.Event()
-        self._snapshot: dict = {"active": False}
+        self._title: str | None = None
+        self.tracker: ProgressTracker | None = None
 
     @contextlib.contextmanager
-    def scope(self, title: str) -> Iterator[tuple[Callable[[str, int, int], None], Any]]:
+    def scope(self, title: str, timings: StageTimings | None = None
+              ) -> Iterator[tuple[Callable[[str, int, int], None], Any]]:
+        """One job: yields (progress callback, cancel event); ``timings`` weigh the stages (see ``progress``)."""
         self._cancel.clear()
-        self._snapshot = {"active": True, "job": title, "stage": None, "done": 0, "total": 0,
-                          "started": time.time()}
+        self._title, self.tracker = title, ProgressTracker(timings)
         try:
             yield self.progress, self._cancel
         finally:
-            self._snapshot = {"active": False}
+            self._title, self.tracker = None, None
 
     def progress(self, stage: str, done: int, total: int) -> None:
-        self._snapshot.update(stage=stage, done=done, total=total)
+        if self.tracker is not None:
+            self.tracker.update(stage, done, total)
 
     def interrupt(self) -> None:
         self._cancel.set()
+        if self.tracker is not None:
+            self.tracker.stopping = True
 
     def snapshot(self) -> dict:
-        return dict(self._snapshot)
+        tracker = self.tracker
+        if tracker is None:
+            return {"active": False}
+        eta = tracker.eta()
+        return {"active": True, "job": self._title, "stage": tracker.stage, "done": tracker.done,
+                "total": tracker.total, "progress": round(tracker.fraction(), 4),
+                "eta_seconds": None if eta is None else round(eta, 1), "text": tracker.text(),
+                "started": tracker.started}
 
 
 def _default_talker_factory(checkpoint_dir: Path, device: Any, dtype: Any):
@@ -117,12 +131,14 @@ class JobRunner:
 
     def __init__(self, config: Callable[[], RunnerConfig],
                  talker_factory: Callable[[Path, Any, Any], Any] = _default_talker_factory,
-                 after_unload: Callable[[], None] | None = None):
+                 after_unload: Callable[[], None] | None = None, report: Callable[[str], None] | None = None):
         self._config = config
         self.talker_factory = talker_factory
         self._after_unload = after_unload
+        self._report = report  # one line per job start and end (the WebUI's console)
         self._talkers: dict[tuple, Any] = {}
         self._guard = threading.Lock()  # protects the talker cache only; jobs are serialized by the caller
+        self.timings = StageTimings()  # learned from each finished job: the progress bar's stage weights
 
     def config(self) -> RunnerConfig:
         return self._config()
@@ -144,14 +160,40 @@ class JobRunner:
             except CheckpointNotFoundError:
                 found[str(size)] = None
         problem = None if found["256"] else self.checkpoint_problem()
+        pins = host_requirements.host_pins(config.pin_file)
+        missing = host_requirements.problems(pins)
+        device, precision = resolved_device_and_precision(config)
         return {
             "version": __version__,
-            "device": str(config.device) if config.device is not None else _auto_device_name(),
+            "device": device,
+            "precision": precision,
             "checkpoints": {"found": found, "searched": [str(p) for p in config.checkpoint_dirs],
                             "problem": problem},
+            "face_detectors": self.face_detector_status(),
+            "requirements": {"ok": not missing, "problems": missing,
+                             "optional": host_requirements.problems(pins, optional=True)},
             "output_dir": str(config.output_dir),
             "models_loaded": bool(self._talkers),
         }
+
+    def setup_notes(self) -> list[str]:
+        """What a user should know before the first job: unmet requirements, face detectors that cannot run."""
+        notes = host_requirements.problems(host_requirements.host_pins(self.config().pin_file))
+        detectors = self.face_detector_status()
+        for backend, problem in detectors.items():
+            if problem is not None:
+                notes.append(f"Face detector {backend}: {problem}")
+        if all(problem is None for problem in detectors.values()):
+            notes.append("Face detectors fan and dlib are both ready.")
+        return notes
+
+    def face_detector_status(self) -> dict[str, str | None]:
+        """{backend: None when usable offline now, else what it lacks}, looked up in the checkpoint folders."""
+        from .face.landmarks import detector_status
+
+        folders = [Path(p).expanduser() for p in self.config().checkpoint_dirs]
+        weights_dir = next((p for p in folders if p.is_dir()), None)
+        return detector_status(weights_dir)
 
     def _talker(self, config: RunnerConfig, checkpoint_dir: Path):
         key = (str(checkpoint_dir), str(config.device), str(config.dtype))
@@ -176,18 +218,19 @@ class JobRunner:
             progress: Progress | None = None, cancel: Any = None) -> JobResult:
         """Validates ``options``, generates, writes the sidecar JSON; unloads afterwards unless kept loaded."""
         options = validate_options(options or {})
-        config = self.config()
-        checkpoint_dir = find_checkpoint_dir(config.checkpoint_dirs, size=options["size"],
-                                             preprocess=options["preprocess"])
-        result_dir = Path(config.output_dir) / _dt.date.today().isoformat()
-        result_dir.mkdir(parents=True, exist_ok=True)
-        talker = self._talker(config, checkpoint_dir)
+        started = time.perf_counter()
+        self._say(f"job started: {_describe_input(source_image)} + {_describe_input(driven_audio) or 'no audio'}, "
+                  f"{options['preprocess']} {options['size']}")
         try:
-            result = talker.generate(source_image, driven_audio, result_dir=result_dir, progress=progress,
-                                     cancel=cancel, **options)
-        finally:
-            if not config.keep_loaded:
-                self.unload()
+            result, checkpoint_dir, config = self._generate(source_image, driven_audio, options, progress, cancel)
+        except Cancelled:
+            self._say(f"interrupted after {time.perf_counter() - started:.1f} s; nothing was saved")
+            raise
+        except Exception as error:
+            self._say(f"failed after {time.perf_counter() - started:.1f} s: {type(error).__name__}: "
+                      f"{str(error).splitlines()[0] if str(error) else ''}")
+            raise
+        self.timings.learn(result.info)
         video_path = Path(result.video_path)
         sidecar = video_path.with_suffix(".json")
         record = {
@@ -202,8 +245,37 @@ class JobRunner:
             **config.extra_sidecar,
         }
         sidecar.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+        self._say(f"done in {time.perf_counter() - started:.1f} s: {video_path}")
         return JobResult(video_path=video_path, sidecar_path=sidecar, options=dict(result.options),
                          info=dict(result.info), crop_preview=getattr(result, "crop_preview", None))
+
+
+    def _generate(self, source_image, driven_audio, options: dict, progress, cancel):
+        config = self.config()
+        checkpoint_dir = find_checkpoint_dir(config.checkpoint_dirs, size=options["size"],
+                                             preprocess=options["preprocess"])
+        result_dir = Path(config.output_dir) / _dt.date.today().isoformat()
+        result_dir.mkdir(parents=True, exist_ok=True)
+        talker = self._talker(config, checkpoint_dir)
+        try:
+            result = talker.generate(source_image, driven_audio, result_dir=result_dir, progress=progress,
+                                     cancel=cancel, **options)
+        finally:
+            if not config.keep_loaded:
+                self.unload()
+        return result, checkpoint_dir, config
+
+    def _say(self, line: str) -> None:
+        if self._report is not None:
+            self._report(f"SadTalker: {line}")
+
+
+def resolved_device_and_precision(config: RunnerConfig) -> tuple[str, str]:
+    """The device and render precision a job will use under ``config`` (the pipeline's own choice rules)."""
+    from .models import pick_device, pick_render_dtype
+
+    device = pick_device(config.device)
+    return str(device), str(pick_render_dtype(device, config.dtype)).replace("torch.", "")
 
 
 def _describe_input(value: Any) -> str | None:
@@ -213,15 +285,3 @@ def _describe_input(value: Any) -> str | None:
         return Path(value).name
     shape = getattr(value, "shape", None) or getattr(value, "size", None)
     return f"{type(value).__name__} {tuple(shape) if shape is not None else ''}".strip()
-
-
-def _auto_device_name() -> str:
-    try:
-        import torch
-    except ImportError:
-        return "cpu"
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"

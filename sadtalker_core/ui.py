@@ -123,6 +123,13 @@ def format_info(result) -> str:
             f"<table>{rows}</table></div>")
 
 
+def format_notes(notes: list[str]) -> str:
+    if not notes:
+        return ""
+    items = "".join(f"<li>{html.escape(note)}</li>" for note in notes)
+    return f"<div class='sadtalker-notes'><ul>{items}</ul></div>"
+
+
 def format_error(message: str) -> str:
     return f"<div class='sadtalker-error'><pre>{html.escape(message)}</pre></div>"
 
@@ -173,8 +180,8 @@ def build_ui(runner: JobRunner, control: JobControl, *, lock: ContextManager | N
         if title:
             gr.Markdown(f"## {title}")
         problem = runner.checkpoint_problem(size=int(values["size"]), preprocess=str(values["preprocess"]))
-        checkpoint_notice = make(gr.HTML, value=format_error(problem) if problem else "",
-                                 elem_id="sadtalker_checkpoint_notice")
+        checkpoint_notice = make(gr.HTML, value=(format_error(problem) if problem else "")
+                                 + format_notes(runner.setup_notes()), elem_id="sadtalker_checkpoint_notice")
         with make(gr.Row, elem_id="sadtalker_main_row"):
             with make(gr.Column, elem_id="sadtalker_inputs"):
                 source_image = make(gr.Image, label="Source image", type="filepath",
@@ -221,7 +228,8 @@ def build_ui(runner: JobRunner, control: JobControl, *, lock: ContextManager | N
                 return None, None, folder, format_error("Add a source image (a portrait) first.")
             raw = {n: ui_value_to_option(OPTIONS_BY_NAME[n], v) for n, v in zip(option_names, option_values)}
             raw.update(_ref_options(video_in, use))
-            with (lock or contextlib.nullcontext()), control.scope("sadtalker") as (progress, cancel):
+            with (lock or contextlib.nullcontext()), \
+                    control.scope("sadtalker", runner.timings) as (progress, cancel):
                 try:
                     result = runner.run(image, audio, raw, progress=progress, cancel=cancel)
                 except Cancelled:

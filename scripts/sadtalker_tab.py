@@ -25,7 +25,7 @@ TAB_ID = "sadtalker"
 TAB_TITLE = "SadTalker"
 SETTINGS_SECTION = ("sadtalker", "SadTalker")
 GALLERY_TABS = ("txt2img", "img2img")
-EXPECTED_STAGES = ("audio", "load", "face", "coeffs", "render")  # the pipeline's stages, in order
+PROGRESS_STEPS = 1000  # the host's "sampling steps" of a SadTalker job: thousandths of its expected time
 
 
 def _import_core():
@@ -103,6 +103,36 @@ def _device():
     return getattr(devices, "device", None)
 
 
+#: tab setting -> render precision; "auto" follows the host's flags and device
+PRECISIONS = ("auto", "float32", "float16", "bfloat16")
+
+
+def _precision(device):
+    """The render dtype: the setting, else float32 when the host runs in full precision (``--no-half``,
+    ``--precision full``: users pass them for cards that give black or NaN frames in half precision) or on a
+    CPU, else the host's own inference dtype. ``None`` lets the pipeline choose for the device."""
+    import torch
+    from modules import devices, shared
+
+    chosen = _opt("sadtalker_precision", "auto")
+    if chosen in PRECISIONS[1:]:
+        return getattr(torch, chosen)
+    if device is None or torch.device(device).type == "cpu":
+        return torch.float32
+    flags = shared.cmd_opts
+    if getattr(flags, "no_half", False) or getattr(flags, "precision", None) == "full":
+        return torch.float32
+    host_dtype = getattr(devices, "dtype_inference", None) or getattr(devices, "dtype", None)
+    return host_dtype if isinstance(host_dtype, torch.dtype) else None
+
+
+def _pin_file():
+    from modules import paths
+
+    root = getattr(paths, "script_path", None)
+    return Path(root) / os.environ.get("REQS_FILE", "requirements_versions.txt") if root else None
+
+
 def _free_memory() -> None:
     from modules import devices
 
@@ -112,13 +142,18 @@ def _free_memory() -> None:
 def _runner_config():
     from sadtalker_core.jobs import RunnerConfig
 
+    device = _device()
     return RunnerConfig(checkpoint_dirs=checkpoint_candidates(),
                         output_dir=Path(_clean_path(_opt("sadtalker_outdir", "")) or default_output_dir()),
-                        device=_device(), keep_loaded=bool(_opt("sadtalker_keep_loaded", True)),
-                        extra_sidecar={"host": "stable-diffusion-webui"})
+                        device=device, dtype=_precision(device), keep_loaded=bool(_opt("sadtalker_keep_loaded", True)),
+                        extra_sidecar={"host": "stable-diffusion-webui"}, pin_file=_pin_file())
 
 
 _runner = None
+
+
+def _console(line: str) -> None:
+    print(line, flush=True)  # the host's console: one line when a job starts and one when it ends
 
 
 def runner():
@@ -129,7 +164,7 @@ def runner():
     if shared_runner is None:
         from sadtalker_core.jobs import JobRunner
 
-        shared_runner = JobRunner(_runner_config, after_unload=_free_memory)
+        shared_runner = JobRunner(_runner_config, after_unload=_free_memory, report=_console)
         core._webui_runner = shared_runner
     _runner = shared_runner
     return _runner
@@ -139,30 +174,44 @@ def _job_control_class():
     from sadtalker_core.api import JobControl
 
     class HostJobControl(JobControl):
-        """Progress through ``shared.state`` (host progress bar, /sdapi/v1/progress), cancel = Interrupt."""
+        """Progress through ``shared.state`` (host progress bar, /internal/progress, /sdapi/v1/progress), cancel =
+        the host's Interrupt.
+
+        The whole job is one host job whose "sampling steps" are thousandths of its expected time, so the
+        host's bar and ETA (elapsed / progress) follow the work; the text names the stage and frames.
+        """
 
         def __init__(self, manage_state: bool):
             super().__init__()
             self.manage_state = manage_state  # API jobs: no wrapper has called state.begin for us
-            self._stages: list[str] = []
 
-        def scope(self, title):
+        def scope(self, title, timings=None):
             import contextlib
+            import threading
 
             from modules import shared
+
+            job = super().scope(title, timings)
 
             @contextlib.contextmanager
             def host_scope():
                 forge_utils = _host_module("modules_forge.utils", "modules_forge.forge_util")
                 if forge_utils is not None and hasattr(forge_utils, "prepare_free_memory"):
                     forge_utils.prepare_free_memory()  # Forge keeps SD weights on the GPU otherwise
-                self._stages = []
                 if self.manage_state:
                     shared.state.begin(title)  # positional: the keyword is job= on A1111, title= on SD.Next
-                shared.state.job_count = len(EXPECTED_STAGES)
+                watching = threading.Event()
+                watcher = threading.Thread(target=self._watch_interrupt, args=(watching,), daemon=True,
+                                           name="sadtalker-interrupt-watch")
                 try:
-                    yield self.progress, self
+                    with job:
+                        self._publish()
+                        watcher.start()
+                        yield self.progress, self
                 finally:
+                    watching.set()
+                    if watcher.is_alive():
+                        watcher.join()
                     shared.state.textinfo = None
                     if self.manage_state:
                         shared.state.end()
@@ -170,17 +219,29 @@ def _job_control_class():
             return host_scope()
 
         def progress(self, stage, done, total):
+            super().progress(stage, done, total)
+            self._publish()
+
+        def _publish(self):
             from modules import shared
 
-            state = shared.state
-            if stage not in self._stages:
-                self._stages.append(stage)
-            state.job_count = max(len(EXPECTED_STAGES), len(self._stages))
-            state.job_no = self._stages.index(stage)
-            state.job = f"SadTalker: {stage}"
-            state.sampling_steps = max(int(total), 1)
-            state.sampling_step = int(done)
-            state.textinfo = f"SadTalker {stage} {done}/{total}"  # one line: the host JS hides multi-line text
+            tracker, state = self.tracker, shared.state
+            if tracker is None:
+                return
+            state.job_count, state.job_no = 1, 0
+            state.sampling_steps = PROGRESS_STEPS
+            state.sampling_step = int(tracker.fraction() * PROGRESS_STEPS)
+            state.job = f"SadTalker: {tracker.stage or 'starting'}"
+            state.textinfo = f"SadTalker {tracker.text()}"  # one line: the host JS hides multi-line text
+
+        def _watch_interrupt(self, done):
+            """Shows "Stopping after this batch" as soon as the host's Interrupt is pressed (the pipeline
+            itself checks between batches)."""
+            while not done.wait(0.2):
+                tracker = self.tracker
+                if tracker is not None and not tracker.stopping and self.is_set():
+                    tracker.stopping = True
+                    self._publish()
 
         def is_set(self):
             from modules import shared
@@ -191,14 +252,8 @@ def _job_control_class():
             from modules import shared
 
             shared.state.interrupt()
-
-        def snapshot(self):
-            from modules import shared
-
-            state = shared.state
-            return {"active": bool(state.job_count), "job": state.job, "job_no": state.job_no,
-                    "job_count": state.job_count, "done": state.sampling_step, "total": state.sampling_steps,
-                    "textinfo": state.textinfo}
+            super().interrupt()
+            self._publish()
 
     return HostJobControl
 
@@ -209,7 +264,7 @@ def on_ui_settings():
     import gradio as gr
     from modules import shared
 
-    from sadtalker_core.options import ENHANCERS, PREPROCESS_MODES, SIZES
+    from sadtalker_core.options import ENHANCERS, FACE_DETECTORS, OPTIONS_BY_NAME, PREPROCESS_MODES, SIZES
 
     def add(key, default, label, component=None, component_args=None):
         shared.opts.add_option(key, shared.OptionInfo(default, label, component, component_args,
@@ -221,6 +276,11 @@ def on_ui_settings():
     add("sadtalker_size", str(SIZES[0]), "Default face size", gr.Radio, {"choices": [str(s) for s in SIZES]})
     add("sadtalker_preprocess", "crop", "Default preprocess", gr.Radio, {"choices": list(PREPROCESS_MODES)})
     add("sadtalker_enhancer", "none", "Default face enhancer", gr.Radio, {"choices": ["none", *ENHANCERS]})
+    add("sadtalker_face_detector", OPTIONS_BY_NAME["face_detector"].default, "Default face detector (auto: fan "
+        "when its weights are there or can be downloaded, else dlib)", gr.Radio, {"choices": list(FACE_DETECTORS)})
+    add("sadtalker_precision", PRECISIONS[0], "Render precision (auto: float32 with --no-half, --precision full or "
+        "on CPU, else the WebUI's; choose float32 if videos come out black or noisy)", gr.Radio,
+        {"choices": list(PRECISIONS)})
     add("sadtalker_keep_loaded", True, "Keep SadTalker models loaded between jobs (uncheck to free GPU memory "
         "after each job)")
     add("sadtalker_api_max_upload_mb", 64, "Largest upload per field accepted by /sadtalker/v1/generate (MB)")
@@ -229,7 +289,8 @@ def on_ui_settings():
 def _defaults_from_settings() -> dict:
     enhancer = _opt("sadtalker_enhancer", "none")
     return {"size": int(_opt("sadtalker_size", 256)), "preprocess": _opt("sadtalker_preprocess", "crop"),
-            "enhancer": None if enhancer in ("", "none") else enhancer}
+            "enhancer": None if enhancer in ("", "none") else enhancer,
+            "face_detector": _opt("sadtalker_face_detector", "auto")}
 
 
 # --- "Send to SadTalker" --------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -174,12 +175,16 @@ def test_progress_reaches_shared_state_and_interrupt_stops_between_batches(make_
     talkers = use_stub_talker(batches=6)
     snapshots = []
 
+    stopping = []
+
     def on_batch(i):
         snapshots.append((shared.state.job_no, shared.state.job_count, shared.state.sampling_step,
                           shared.state.sampling_steps, shared.state.textinfo,
                           progress.progressapi({"id_task": "task(x)"})["progress"]))
         if i == 2:
             shared.state.interrupt()  # what the tab's and the host's Interrupt buttons call
+            time.sleep(0.6)  # the batch goes on; the text must change before it ends
+            stopping.append(shared.state.textinfo)
 
     module = tab_module()
     original = module.runner().talker_factory
@@ -193,9 +198,14 @@ def test_progress_reaches_shared_state_and_interrupt_stops_between_batches(make_
     video, crop, folder, info = _run_generate(module.tab_parts, task="task(x)")
     assert video is None and "Interrupted" in info
     assert len(talkers[0].calls) == 1 and len(snapshots) == 3  # stopped before the 4th batch
-    job_no, job_count, step, steps, text, fraction = snapshots[1]
-    assert (job_no, job_count, step, steps) == (4, 5, 1, 6) and text == "SadTalker render 1/6"
-    assert 0.8 < fraction < 0.85
+    # one host job whose steps are thousandths of the expected time: rendering is most of it
+    for i, (job_no, job_count, step, steps, text, fraction) in enumerate(snapshots):
+        assert (job_no, job_count, steps) == (0, 1, 1000) and text == f"SadTalker render {i}/6 frames"
+        assert fraction == pytest.approx(step / steps)
+    fractions = [snapshot[-1] for snapshot in snapshots]
+    assert fractions == sorted(fractions) and fractions[0] < 0.2 < fractions[2]
+    assert fractions[1] - fractions[0] == pytest.approx(fractions[2] - fractions[1], abs=0.002)
+    assert stopping == ["SadTalker Stopping after this batch"]
     assert shared.state.interrupted is False  # reset by the wrapper for the next job
 
 
@@ -285,36 +295,86 @@ def test_renamed_extension_folder_under_data_dir(make_host, tmp_path):
     assert "switch_to_sadtalker" in host.page_additions()[0]
 
 
-def _install(tmp_path, **kwargs):
+_RECORDER = """import json, os, sys
+with open(os.environ["PIP_RECORD"], "a") as log:
+    log.write(json.dumps(sys.argv[1:]) + "\\n")
+sys.exit(1 if os.environ.get("PIP_FAIL") and os.environ["PIP_FAIL"] in " ".join(sys.argv) else 0)
+"""
+
+
+def _bare_python(tmp_path: Path, installed: dict[str, str] = {}) -> Path:
+    """A venv without packages (the host's Python before the extension), with fake metadata of ``installed``."""
+    venv = tmp_path / "host-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python*/site-packages"))
+    for name, version in installed.items():
+        info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    return venv / "bin" / "python"
+
+
+def _install(tmp_path, *, installed: dict[str, str] = {}, pins: str | None = None, fail: str = "", **kwargs):
+    """Runs install.py with the bare venv's Python, as the host does; pip is a recorder of its argv."""
     from host_double import install_env
 
-    env = install_env(tmp_path, **kwargs)
-    result = subprocess.run([sys.executable, str(REPO / "install.py")], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    python = _bare_python(tmp_path, installed)
+    recorder = tmp_path / "pip-recorder" / "pip.py"  # `<recorder python> -m pip` would need a module: a shim
+    recorder.parent.mkdir()
+    recorder.write_text(_RECORDER)
+    shim = tmp_path / "python-shim"
+    shim.write_text(f'#!/bin/sh\nshift 2\nexec "{sys.executable}" "{recorder}" "$@"\n')  # drops "-m pip"
+    shim.chmod(0o755)
+    pin_file = None
+    if pins is not None:
+        pin_file = tmp_path / "requirements_versions.txt"
+        pin_file.write_text(pins)
+    env = install_env(tmp_path, python=shim, pin_file=pin_file, **kwargs)
+    env.update(PIP_RECORD=str(tmp_path / "pip.jsonl"), PIP_FAIL=fail)
+    workdir = tmp_path / "webui"  # the host runs installers with its own root as the working directory
+    workdir.mkdir()
+    result = subprocess.run([str(python), str(REPO / "install.py")], env=env, cwd=workdir, capture_output=True,
+                            text=True, timeout=120)
     log = tmp_path / "pip.jsonl"
     calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    return result, calls
+    return result, calls, workdir
 
 
 @pytest.mark.parametrize("flavor", ("a1111", "sdnext"))
-def test_install_only_what_is_missing_and_twice_is_a_no_op(tmp_path, flavor):
-    result, calls = _install(tmp_path, flavor=flavor, missing=("face_alignment", "imageio_ffmpeg"))
+def test_install_quotes_specs_for_the_hosts_shell_and_leaves_the_webui_folder_alone(tmp_path, flavor):
+    from sadtalker_core.host_requirements import REQUIREMENTS
+
+    result, calls, workdir = _install(tmp_path, flavor=flavor, installed={"numpy": "1.26.2"})
     assert result.returncode == 0, result.stderr
-    commands = [c["command"] for c in calls]
-    assert len(commands) == 2 and all(c.startswith("install --no-deps ") for c in commands)
-    assert any("face-alignment" in c for c in commands) and any("imageio-ffmpeg" in c for c in commands)
-    banned = ("torch", "torchvision", "gfpgan", "basicsr", "numpy", "gradio", "opencv", "pydantic", "fastapi")
-    assert not [c for c in commands if any(f" {b}" in c.replace("--no-deps", "") for b in banned)]
-    again, calls_after = _install(tmp_path, flavor=flavor, missing=("face_alignment", "imageio_ffmpeg"))
-    assert again.returncode == 0 and len(calls_after) == 2
+    wanted = [r for r in REQUIREMENTS if not r.optional]
+    assert len(calls) == len(wanted)
+    for argv, requirement in zip(calls, wanted):
+        # the shell handed pip each requirement whole: nothing became a redirection
+        assert argv[0] == "install" and argv[-1] == "--prefer-binary" and requirement.spec in argv
+        assert ("--no-deps" in argv) == requirement.no_deps
+        if not requirement.no_deps:
+            assert "numpy==1.26.2" in argv  # dependencies never move the host's numpy
+    assert list(workdir.iterdir()) == []  # no "=1.4" file or anything else written into the host's folder
+    banned = ("torch", "torchvision", "gfpgan", "basicsr", "gradio", "opencv", "pydantic", "fastapi")
+    assert not [a for argv in calls for a in argv if a.split("=")[0].split(">")[0] in banned]
+
+
+def test_install_never_changes_a_package_the_host_pins_and_says_so(tmp_path):
+    installed = {"safetensors": "0.4.2", "imageio-ffmpeg": "0.4.9", "scipy": "1.16.3", "spandrel": "0.1.5",
+                 "face-alignment": "1.4.1", "numba": "0.55.0"}
+    result, calls, _ = _install(tmp_path, installed=installed, pins="spandrel==0.1.5\nnumpy==1.26.2\n")
+    assert result.returncode == 0, result.stderr
+    assert [[a for a in argv if ">=" in a] for argv in calls] == [["numba>=0.57"]]  # too old, not pinned
+    assert "spandrel 0.1.5 is pinned by the WebUI" in result.stdout and "face restoration" in result.stdout
 
 
 def test_install_survives_a_failing_pip_and_skip_install(tmp_path):
-    result, calls = _install(tmp_path, missing=("face_alignment",), fail="face-alignment")
-    assert result.returncode == 0 and "could not install face_alignment" in result.stdout
-    skipped_dir = tmp_path / "skip"
-    skipped_dir.mkdir()
-    result, calls = _install(skipped_dir, missing=("face_alignment",), skip_install=True)
+    result, calls, _ = _install(tmp_path, fail="face-alignment")
+    assert result.returncode == 0 and "could not install face-alignment>=1.4" in result.stdout
+    assert "face-alignment is not installed" in result.stdout  # reported with its fix
+    skipped = tmp_path / "skip"
+    skipped.mkdir()
+    result, calls, _ = _install(skipped, skip_install=True)
     assert result.returncode == 0 and calls == []
 
 

@@ -155,10 +155,12 @@ def detector_status(weights_dir: Optional[str | os.PathLike] = None) -> dict[str
     status: dict[str, str | None] = {}
     try:
         _face_alignment()
-        for names in (FAN_LANDMARKER_FILES, (FAN_DETECTOR_FILE,)):
-            _fan_file(names, weights_dir, download=False)
-        status["fan"] = None
-    except (CheckpointNotFoundError, OptionError) as error:
+        missing = [names[0] for names in (FAN_LANDMARKER_FILES, (FAN_DETECTOR_FILE,))
+                   if _find_fan_file(names, weights_dir) is None]
+        status["fan"] = None if not missing else (
+            f"weights {', '.join(missing)} not found in {' or '.join(map(str, _fan_folders(weights_dir)))}; they "
+            "are downloaded on first use (needs internet), or put them in the checkpoint folder.")
+    except OptionError as error:
         status["fan"] = str(error)
     try:
         _dlib()
@@ -253,17 +255,28 @@ def _downscaled(image: np.ndarray, scale: float) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------- fan
 
 
+def _fan_folders(weights_dir) -> list[Path]:
+    """Where FAN weights are looked for: the checkpoint folder, then torch.hub's cache (face-alignment's own)."""
+    import torch.hub
+
+    folders = [Path(weights_dir)] if weights_dir is not None else []
+    return folders + [Path(torch.hub.get_dir()) / "checkpoints"]
+
+
+def _find_fan_file(names: Sequence[str], weights_dir) -> Path | None:
+    return next((folder / name for folder in _fan_folders(weights_dir) for name in names
+                 if (folder / name).is_file()), None)
+
+
 def _fan_file(names: Sequence[str], weights_dir, download: bool) -> Path:
     """The first of ``names`` in the checkpoint folder or torch.hub's cache, downloaded there if allowed."""
     import torch.hub
 
-    hub = Path(torch.hub.get_dir()) / "checkpoints"
-    folders = [Path(weights_dir)] if weights_dir is not None else []
-    folders.append(hub)
-    for folder in folders:
-        for name in names:
-            if (folder / name).is_file():
-                return folder / name
+    found = _find_fan_file(names, weights_dir)
+    if found is not None:
+        return found
+    folders = _fan_folders(weights_dir)
+    hub = folders[-1]
     primary = names[0]
     where = " or ".join(str(folder) for folder in folders)
     fix = (f"Download {_FAN_URLS[primary]} and put it in the checkpoint folder, or use backend='dlib' "

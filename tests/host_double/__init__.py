@@ -267,13 +267,13 @@ class Host:
         self.close()
 
 
-def install_env(tmp_path: Path, *, flavor: str = "a1111", missing: tuple = (), fail: str | None = None,
-                skip_install: bool = False) -> dict:
-    """Environment for running an extension's install.py as the host does (subprocess, PYTHONPATH=root)."""
+def install_env(tmp_path: Path, *, python: Path, flavor: str = "a1111", skip_install: bool = False,
+                pin_file: Path | None = None) -> dict:
+    """Environment for running an extension's install.py as the host does (subprocess, PYTHONPATH=root);
+    ``python`` stands for the host's interpreter in the pip command line ``run_pip`` gives the shell."""
     env = dict(os.environ)
-    env.update(PYTHONPATH=str(ROOT), HOST_DOUBLE_FLAVOR=flavor, HOST_DOUBLE_PIP_LOG=str(tmp_path / "pip.jsonl"),
-               HOST_DOUBLE_INSTALLED=str(tmp_path / "installed.txt"), HOST_DOUBLE_MISSING=",".join(missing),
-               COMMANDLINE_ARGS="--skip-install" if skip_install else "")
-    if fail:
-        env["HOST_DOUBLE_PIP_FAIL"] = fail
+    env.update(PYTHONPATH=str(ROOT), HOST_DOUBLE_FLAVOR=flavor, HOST_DOUBLE_PYTHON=str(python),
+               HOST_DOUBLE_SCRIPT_PATH=str(tmp_path), COMMANDLINE_ARGS="--skip-install" if skip_install else "")
+    if pin_file is not None:
+        env["REQS_FILE"] = str(pin_file)
     return env

@@ -2,10 +2,9 @@
 
 is_installed(package): importlib.metadata distribution, else find_spec (no version specs on A1111; SD.Next
 accepts specs, SDN launch.py:113-138). run_pip(command, desc=None, live=...) runs
-"<python> -m pip <command> --prefer-binary"; SD.Next's has no ``live`` (a TypeError if passed), as here.
-The double never runs pip: each call is appended to $HOST_DOUBLE_PIP_LOG (JSON lines) and marks the
-package installed in $HOST_DOUBLE_INSTALLED; $HOST_DOUBLE_MISSING lists names reported missing;
-$HOST_DOUBLE_PIP_FAIL makes matching commands raise RuntimeError like a failing pip."""
+``"<python>" -m pip <command> --prefer-binary`` through the shell (``run`` uses ``shell=True``, unquoted, as the
+real host does: an unquoted ``>=`` is a redirection there); SD.Next's has no ``live`` (a TypeError if passed), as
+here. ``python`` is $HOST_DOUBLE_PYTHON when set (tests point it at a recorder instead of a real pip)."""
 
 import argparse
 import importlib.metadata
@@ -17,28 +16,16 @@ import sys
 
 FLAVOR = os.environ.get("HOST_DOUBLE_FLAVOR", "a1111")
 args = argparse.Namespace(skip_install="--skip-install" in shlex.split(os.environ.get("COMMANDLINE_ARGS", "")))
-python = sys.executable
+python = os.environ.get("HOST_DOUBLE_PYTHON", sys.executable)
 git = "git"
 index_url = os.environ.get("INDEX_URL", "")
 default_command_live = os.environ.get("WEBUI_LAUNCH_LIVE_OUTPUT") == "1"
-
-
-def _installed_marks():
-    path = os.environ.get("HOST_DOUBLE_INSTALLED")
-    if not path or not os.path.isfile(path):
-        return set()
-    with open(path, encoding="utf8") as file:
-        return set(file.read().split())
 
 
 def is_installed(package):
     if FLAVOR != "sdnext" and any(c in package for c in "<>=! "):
         raise ValueError(f"is_installed takes a name, not a requirement spec: {package!r}")
     name = package.split("=")[0].split("<")[0].split(">")[0].strip()
-    if name in _installed_marks():
-        return True
-    if name in os.environ.get("HOST_DOUBLE_MISSING", "").split(","):
-        return False
     try:
         importlib.metadata.distribution(name)
         return True
@@ -50,38 +37,30 @@ def is_installed(package):
         return False
 
 
-def _record(command, desc, live):
-    fail = os.environ.get("HOST_DOUBLE_PIP_FAIL")
-    with open(os.environ["HOST_DOUBLE_PIP_LOG"], "a", encoding="utf8") as file:
-        file.write(json.dumps({"command": command, "desc": desc, "live": live}) + "\n")
-    if fail and fail in command:
-        raise RuntimeError(f"Couldn't install {desc}.\nCommand: {python} -m pip {command}\nError code: 1")
-    marks = os.environ.get("HOST_DOUBLE_INSTALLED")
-    if marks:
-        with open(marks, "a", encoding="utf8") as file:
-            for token in shlex.split(command)[1:]:
-                if not token.startswith("-"):
-                    name = token.split("=")[0].split("<")[0].split(">")[0]
-                    file.write(f"{name.replace('-', '_')}\n{name}\n")
-    return ""
+def _pip(command, desc, live):
+    return run(f'"{python}" -m pip {command} --prefer-binary', desc=f"Installing {desc}",
+               errdesc=f"Couldn't install {desc}", live=live)
 
 
 if FLAVOR == "sdnext":
     def run_pip(pkg, desc=None):
         if args.skip_install:
             return None
-        return _record(pkg, desc, None)
+        return _pip(pkg, desc, False)
 else:
     def run_pip(command, desc=None, live=default_command_live):
         if args.skip_install:
             return None
-        return _record(command, desc, live)
+        return _pip(command, desc, live)
 
 
 def run(command, desc=None, errdesc=None, custom_env=None, live=default_command_live):
     import subprocess
 
+    if desc is not None:
+        print(desc)
     result = subprocess.run(command, shell=True, capture_output=not live, text=True, env=custom_env)
     if result.returncode != 0:
-        raise RuntimeError(errdesc or f"Error running command: {command}")
+        raise RuntimeError(f"{errdesc or 'Error running command'}.\nCommand: {command}\n"
+                           f"Error code: {result.returncode}")
     return result.stdout or ""
