@@ -167,7 +167,7 @@ class SadTalker:
             return None, ""
         return landmarks.resolve_backend(opts["face_detector"], self.checkpoint_dir, download=self.models.download)
 
-    def _analyse_source(self, image: np.ndarray, opts: dict, detector: str | None) -> "_Source":
+    def _analyse_source(self, image: np.ndarray, opts: dict, detector: str | None = None) -> "_Source":
         """Landmarks -> crop -> 224 alignment -> 3DMM coefficients (1, 73) of the source face."""
         face = landmarks.locate_face(image, backend=detector or opts["face_detector"], landmarks=opts["landmarks"],
                                      face_box=opts["face_box"], face_index=opts["face_index"],
@@ -191,7 +191,7 @@ class SadTalker:
         full = np.concatenate(out)
         return np.concatenate([align.coeff_73(full[i:i + 1], params[i]) for i in range(len(params))])
 
-    def _references(self, opts: dict, num_frames: int | None, job: _Job, detector: str | None
+    def _references(self, opts: dict, num_frames: int | None, job: _Job, detector: str | None = None
                     ) -> dict[str, np.ndarray]:
         """Coefficients (N, 73) of each reference video named by the options, read once per path."""
         paths = {"ref_eyeblink": opts["ref_eyeblink"], "ref_pose": opts["ref_pose"], "ref_video": opts["ref_video"]}
@@ -205,14 +205,15 @@ class SadTalker:
             out[role] = by_path[path]
         return out
 
-    def _video_coeffs(self, path: str, opts: dict, max_frames: int | None, job: _Job, detector: str
+    def _video_coeffs(self, path: str, opts: dict, max_frames: int | None, job: _Job, detector: str | None
                       ) -> np.ndarray:
         """Per-frame coefficients of a reference video: the crop of its first frame is used for every frame
         and landmarks are found again in each frame (official behaviour, at the reference size 256)."""
         frames = list(video.read_video_frames(path, max_frames=max_frames or _MAX_REFERENCE_FRAMES))
         if not frames:
             raise InputError(f"the reference video {path} has no frames; give another video.")
-        detect = dict(backend=detector, weights_dir=self.checkpoint_dir, device=str(self.device))
+        detect = dict(backend=detector or opts["face_detector"], weights_dir=self.checkpoint_dir,
+                      device=str(self.device))
         first = landmarks.locate_face(frames[0], **detect)
         region = crop.crop_face(frames[0], first.landmarks68, opts["preprocess"], _REFERENCE_SIZE).region
         x0, y0, x1, y1 = region
