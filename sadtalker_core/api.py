@@ -35,6 +35,8 @@ from .options import OPTIONS_BY_NAME, describe_options, validate_options
 
 PREFIX = "/sadtalker/v1"
 MEDIA_FIELDS = ("image", "audio", "ref_video", "ref_pose", "ref_eyeblink")
+#: the original SadTalker's names (its inference.py flags and its predictor) for the same two fields
+FIELD_ALIASES = {"source_image": "image", "driven_audio": "audio"}
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ def parse_generate_request(payload: Any, workdir: Path, limits: Limits = Limits(
     """(source image, audio path or None, validated options) from a JSON body; media written under ``workdir``."""
     if not isinstance(payload, dict):
         raise RequestError(422, None, "the body must be a JSON object with 'image', 'audio' and options.")
-    payload = dict(payload)
+    payload = _resolve_aliases(payload)
     nested = payload.pop("options", None) or {}
     if not isinstance(nested, dict):
         raise RequestError(422, "options", "field 'options': expected an object of option names to values.")
@@ -167,6 +169,18 @@ def parse_generate_request(payload: Any, workdir: Path, limits: Limits = Limits(
         raise RequestError(422, "audio", "field 'audio' is required (base64 or data: URL of speech), unless "
                                          "'idle_seconds' is set or ref_info is 'all'.")
     return image, audio, options
+
+
+def _resolve_aliases(payload: dict) -> dict:
+    """A copy of ``payload`` with the original's field names mapped onto ours; both spellings at once is an error."""
+    payload = dict(payload)
+    for alias, name in FIELD_ALIASES.items():
+        if alias not in payload:
+            continue
+        if name in payload:
+            raise RequestError(422, alias, f"fields '{alias}' and '{name}' are the same input: send only one.")
+        payload[name] = payload.pop(alias)
+    return payload
 
 
 def add_routes(app, runner: JobRunner, *, lock: ContextManager, control: JobControl | None = None,
@@ -250,6 +264,8 @@ def _request_schema() -> dict:
         "image": {"type": "string", "description": "portrait, base64 or data: URL"},
         "audio": {"type": "string", "description": "speech (wav, mp3, m4a...), base64 or data: URL"},
     }
+    for alias, name in FIELD_ALIASES.items():
+        properties[alias] = {"type": "string", "description": f"the original SadTalker's name for '{name}'"}
     for option in OPTIONS_BY_NAME.values():
         entry: dict[str, Any] = {"type": _JSON_TYPES[option.kind], "description": option.help}
         if option.kind == "path":
@@ -259,4 +275,5 @@ def _request_schema() -> dict:
         if option.default is not None:
             entry["default"] = option.default
         properties[option.name] = entry
-    return {"type": "object", "required": ["image"], "properties": properties}
+    return {"type": "object", "properties": properties,
+            "oneOf": [{"required": ["image"]}, {"required": ["source_image"]}]}

@@ -277,6 +277,20 @@ def _safetensors_header(path: Path) -> dict:
     return header
 
 
+def torch_load_weights(path: str | os.PathLike):
+    """``torch.load(path, weights_only=True)`` on the CPU, whatever a host did to ``torch.load``.
+
+    A1111 and SD.Next replace ``torch.load`` with their own whitelist unpickler, which returns ``None`` (no
+    exception) for the archive members a current torch writes (``.format_version``, ``byteorder``,
+    ``.data/serialization_id``), and other hosts may disable weights-only loading. ``torch.serialization.load``
+    is torch's own function, left alone by those patches, and ``weights_only=True`` given explicitly is
+    honoured even under ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``.
+    """
+    import torch.serialization
+
+    return torch.serialization.load(str(path), map_location="cpu", weights_only=True)
+
+
 def read_pickle_sections(path: str | os.PathLike, sections: Sequence[str]) -> dict[str, dict[str, torch.Tensor]]:
     """{entry: state dict} for the wanted top-level entries of a ``torch.save`` dict, loaded with
     ``weights_only=True``; other entries are dropped."""
@@ -285,7 +299,7 @@ def read_pickle_sections(path: str | os.PathLike, sections: Sequence[str]) -> di
     path = Path(path)
     _reject_lfs_pointer(path)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch_load_weights(path)
     except pickle.UnpicklingError as error:
         refused = _refused_global(error)
         if refused:

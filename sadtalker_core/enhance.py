@@ -31,6 +31,7 @@ from typing import Any, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from .checkpoints import torch_load_weights
 from .errors import (CheckpointMismatchError, CheckpointNotFoundError, CorruptCheckpointError, OptionError,
                      SadTalkerError)
 
@@ -150,7 +151,7 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        return torch_load_weights(path)
     except Exception as error:  # noqa: BLE001 - any reader failure means the file is unusable
         raise CorruptCheckpointError(f"cannot read enhancer weights {path}: {error}. The file is damaged, "
                                      "truncated or not a weights file; download it again.") from error

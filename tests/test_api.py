@@ -75,6 +75,20 @@ def test_bad_requests_get_4xx_naming_the_field(stub_api, change, status, field):
     assert not talkers or not talkers[0].calls  # nothing ran
 
 
+def test_the_originals_field_names_are_accepted(stub_api):
+    client, talkers = stub_api
+    response = client.post("/sadtalker/v1/generate", json={"source_image": _png_b64((20, 24)),
+                                                           "driven_audio": _wav_b64(), "still": True})
+    assert response.status_code == 200, response.text
+    call = talkers[0].calls[0]
+    assert call["source_image"].size == (20, 24) and Path(call["driven_audio"]).suffix == ".wav"
+    both = client.post("/sadtalker/v1/generate", json={"image": _png_b64(), "source_image": _png_b64(),
+                                                       "audio": _wav_b64()})
+    assert both.status_code == 422 and both.json()["field"] == "source_image"
+    assert "send only one" in both.json()["detail"]
+    assert len(talkers[0].calls) == 1
+
+
 def test_body_must_be_a_json_object(stub_api):
     client, _ = stub_api
     assert client.post("/sadtalker/v1/generate", content=b"{not json").status_code == 400

@@ -319,6 +319,41 @@ def test_pickle_with_code_is_refused_and_not_executed(tmp_path):
     assert marker.exists()
 
 
+def _host_whitelist_load(filename, *args, **kwargs):
+    """What A1111's / SD.Next's replacement ``torch.load`` does with a file a current torch wrote: its
+    whitelist does not know ``.format_version`` / ``byteorder``, so it prints an error and returns None."""
+    return None
+
+
+def _host_unsafe_load(filename, *args, **kwargs):
+    """A host that turned weights-only loading off (``--disable-safe-unpickle``, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD)."""
+    kwargs["weights_only"] = False
+    return _original_torch_load(filename, *args, **kwargs)
+
+
+_original_torch_load = torch.load
+
+
+def test_loading_does_not_depend_on_a_patched_torch_load(tmp_path, monkeypatch):
+    mapping = _synth(MAP70, 0, "mapping")
+    folder = _touch(tmp_path / "ckpt", ST256)
+    torch.save({"mapping": mapping, "epoch": 229}, folder / MAP70)  # the current torch's zip format
+    monkeypatch.setattr(torch, "load", _host_whitelist_load)
+    assert torch.load(folder / MAP70) is None  # the patch is in force
+    nets = checkpoints.build_networks(checkpoints.locate_checkpoints(folder), names=["mapping_net"])
+    _assert_loaded_exactly(nets["mapping_net"], mapping, "mapping_net", "under a host's torch.load")
+
+
+def test_a_host_that_disabled_safe_loading_still_gets_no_code_run(tmp_path, monkeypatch):
+    marker = tmp_path / "code-ran"
+    folder = _touch(tmp_path / "ckpt", ST256)
+    torch.save({"mapping": _synth(MAP70, 0, "mapping"), "payload": _RunsCode(marker)}, folder / MAP70)
+    monkeypatch.setattr(torch, "load", _host_unsafe_load)
+    with pytest.raises(CorruptCheckpointError, match="refuses to execute code"):
+        checkpoints.build_networks(checkpoints.locate_checkpoints(folder), names=["mapping_net"])
+    assert not marker.exists()
+
+
 def test_unknown_top_level_entries_are_ignored(tmp_path):
     mapping = _synth(MAP70, 0, "mapping")
     folder = _touch(tmp_path, ST256)
