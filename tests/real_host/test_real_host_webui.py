@@ -60,11 +60,11 @@ def test_tab_and_settings_section_in_config(default_host):
 
 
 def test_install_py_ran_without_error(real_host, default_host):
-    log = real_host.log()
-    assert "Error running install.py" not in log, log[-4000:]
-    assert "sadtalker" not in "\n".join(l for l in log.splitlines() if "Error loading script" in l).lower()
-    failed = [l for l in log.splitlines() if re.search(r"SadTalker: could not install|Couldn't install", l)]
-    assert not failed, failed
+    lines = real_host.log().splitlines()
+    # only our lines: Forge's builtin installers fail offline on every start (3 GitHub downloads), by design
+    ours = [l for l in lines if re.search(r"Error running install\.py.*sadtalker|Error loading script.*sadtalker"
+                                           r"|Couldn't install SadTalker|SadTalker: could not install", l, re.I)]
+    assert not ours, ours
 
 
 def test_install_py_wrote_nothing_into_the_host_folder(real_host, default_host):
