@@ -24,7 +24,9 @@ default_command_live = os.environ.get("WEBUI_LAUNCH_LIVE_OUTPUT") == "1"
 
 def is_installed(package):
     if FLAVOR != "sdnext" and any(c in package for c in "<>=! "):
-        raise ValueError(f"is_installed takes a name, not a requirement spec: {package!r}")
+        # A18 is_installed: distribution(spec) -> PackageNotFoundError, find_spec(spec) -> None: a spec is
+        # silently "not installed", so pip runs at every start (the real host does not raise)
+        return False
     name = package.split("=")[0].split("<")[0].split(">")[0].strip()
     try:
         importlib.metadata.distribution(name)
