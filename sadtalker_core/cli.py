@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--fps", type=int, default=25, help=_help("fps"))
     new.add_argument("--head_motion_scale", type=float, default=1.0, help=_help("head_motion_scale"))
     new.add_argument("--no_blink", action="store_true", help="Do not add eye blinks.")
-    new.add_argument("--face_detector", default="fan", choices=FACE_DETECTORS, help=_help("face_detector"))
+    new.add_argument("--face_detector", default=OPTIONS_BY_NAME["face_detector"].default, choices=FACE_DETECTORS,
+                     help=_help("face_detector"))
     new.add_argument("--face_index", type=int, default=None, help=_help("face_index"))
     new.add_argument("--face_box", nargs=4, type=float, default=None, metavar=("X0", "Y0", "X1", "Y1"),
                      help=_help("face_box"))

@@ -18,7 +18,7 @@ SIZES = (256, 512)
 ENHANCERS = ("gfpgan", "RestoreFormer", "codeformer")
 BACKGROUND_ENHANCERS = ("realesrgan",)
 REF_INFO = ("pose", "blink", "pose+blink", "all")
-FACE_DETECTORS = ("fan", "dlib")
+FACE_DETECTORS = ("auto", "fan", "dlib")
 BLEND_MODES = ("seamless", "poisson", "none")
 NUM_POSE_STYLES = 46
 
@@ -70,8 +70,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("seed", None, "Random seed: the same seed reproduces the same video on the same machine.", "int",
            minimum=0, maximum=2**63 - 1, optional=True),
     Option("fps", 25, "Frames per second of the video.", "int", minimum=1, maximum=60),
-    Option("face_detector", "fan", "Landmark backend: fan (face-alignment) or dlib (offline).", "str",
-           choices=FACE_DETECTORS),
+    Option("face_detector", "auto", "Landmark backend: auto (fan when its weights are present or can be "
+           "downloaded, else dlib), fan (face-alignment) or dlib (offline).", "str", choices=FACE_DETECTORS),
     Option("face_index", None, "Which face to animate when the image has several (0 = largest).", "int",
            minimum=0, maximum=1000, optional=True),
     Option("face_box", None, "Face box x0 y0 x1 y1 in image pixels (skips face detection).", "box",

@@ -112,8 +112,10 @@ class SadTalker:
             self.models.prepare(opts["size"], opts["preprocess"], progress=job.progress)
 
             job.stage("face")
-            source = self._analyse_source(image, opts)
-            references = self._references(opts, None if opts["ref_info"] == "all" else features.num_frames, job)
+            detector, detector_note = self._face_detector(opts)
+            source = self._analyse_source(image, opts, detector)
+            references = self._references(opts, None if opts["ref_info"] == "all" else features.num_frames, job,
+                                          detector)
 
             job.stage("coeffs")
             generated = self._coefficients(features, source, references, opts)
@@ -133,7 +135,8 @@ class SadTalker:
             "duration_s": generated.shape[0] / opts["fps"],
             "size": opts["size"],
             "device": str(self.device),
-            "render_dtype": str(self.render_dtype).replace("torch.", ""),
+            "precision": str(self.render_dtype).replace("torch.", ""),
+            "face_detector": detector_note or detector or "landmarks given",
             "seconds": {k: round(v, 3) for k, v in job.seconds.items()},
             "total_seconds": round(time.perf_counter() - started, 3),
             **rendered,
@@ -155,9 +158,18 @@ class SadTalker:
                 n += 1
         return path
 
-    def _analyse_source(self, image: np.ndarray, opts: dict) -> "_Source":
+    def _face_detector(self, opts: dict) -> tuple[str | None, str]:
+        """(landmark backend for this job, how "auto" chose it); no backend when landmarks are given and no
+        reference video needs detection. Resolved once, so "auto" tries a download at most once per job."""
+        needs_detection = opts["landmarks"] is None or any(
+            opts[name] is not None for name in ("ref_eyeblink", "ref_pose", "ref_video"))
+        if not needs_detection:
+            return None, ""
+        return landmarks.resolve_backend(opts["face_detector"], self.checkpoint_dir, download=self.models.download)
+
+    def _analyse_source(self, image: np.ndarray, opts: dict, detector: str | None) -> "_Source":
         """Landmarks -> crop -> 224 alignment -> 3DMM coefficients (1, 73) of the source face."""
-        face = landmarks.locate_face(image, backend=opts["face_detector"], landmarks=opts["landmarks"],
+        face = landmarks.locate_face(image, backend=detector or opts["face_detector"], landmarks=opts["landmarks"],
                                      face_box=opts["face_box"], face_index=opts["face_index"],
                                      weights_dir=self.checkpoint_dir, device=str(self.device))
         cropped = crop.crop_face(image, face.landmarks68, opts["preprocess"], opts["size"])
@@ -179,7 +191,8 @@ class SadTalker:
         full = np.concatenate(out)
         return np.concatenate([align.coeff_73(full[i:i + 1], params[i]) for i in range(len(params))])
 
-    def _references(self, opts: dict, num_frames: int | None, job: _Job) -> dict[str, np.ndarray]:
+    def _references(self, opts: dict, num_frames: int | None, job: _Job, detector: str | None
+                    ) -> dict[str, np.ndarray]:
         """Coefficients (N, 73) of each reference video named by the options, read once per path."""
         paths = {"ref_eyeblink": opts["ref_eyeblink"], "ref_pose": opts["ref_pose"], "ref_video": opts["ref_video"]}
         by_path: dict[str, np.ndarray] = {}
@@ -188,17 +201,18 @@ class SadTalker:
             if path is None:
                 continue
             if path not in by_path:
-                by_path[path] = self._video_coeffs(path, opts, num_frames, job)
+                by_path[path] = self._video_coeffs(path, opts, num_frames, job, detector)
             out[role] = by_path[path]
         return out
 
-    def _video_coeffs(self, path: str, opts: dict, max_frames: int | None, job: _Job) -> np.ndarray:
+    def _video_coeffs(self, path: str, opts: dict, max_frames: int | None, job: _Job, detector: str
+                      ) -> np.ndarray:
         """Per-frame coefficients of a reference video: the crop of its first frame is used for every frame
         and landmarks are found again in each frame (official behaviour, at the reference size 256)."""
         frames = list(video.read_video_frames(path, max_frames=max_frames or _MAX_REFERENCE_FRAMES))
         if not frames:
             raise InputError(f"the reference video {path} has no frames; give another video.")
-        detect = dict(backend=opts["face_detector"], weights_dir=self.checkpoint_dir, device=str(self.device))
+        detect = dict(backend=detector, weights_dir=self.checkpoint_dir, device=str(self.device))
         first = landmarks.locate_face(frames[0], **detect)
         region = crop.crop_face(frames[0], first.landmarks68, opts["preprocess"], _REFERENCE_SIZE).region
         x0, y0, x1, y1 = region
@@ -279,7 +293,7 @@ class SadTalker:
                     roll=cameras["roll"], batch_size=opts["batch_size"], dtype=self.render_dtype,
                     progress=on_render, cancel=job.cancel):
                 writer.write(finish(frames).cpu().numpy())
-        return {"output_size": list(frame_size)}
+        return {"output_size": list(writer.encoded_size)}  # what the file holds, padded to even sizes
 
 
 class _FrameFinisher:

@@ -90,6 +90,11 @@ class VideoWriter:
             self.abort()
 
     # -- public ---------------------------------------------------------------------------------------
+    @property
+    def encoded_size(self) -> tuple[int, int] | None:
+        """(width, height) of the video in the file: the frame size rounded up to even numbers."""
+        return None if self.frame_size is None else (_even(self.frame_size[0]), _even(self.frame_size[1]))
+
     def write(self, frames) -> None:
         """Appends one frame (H, W, 3) or a batch (N, H, W, 3) of RGB uint8 (numpy or torch; torch batches
         may also be (N, 3, H, W))."""

@@ -6,6 +6,7 @@ from the checkpoint folder, and the whole code path with random / zero weights.
 
 from __future__ import annotations
 
+import sys
 import urllib.error
 
 import cv2
@@ -16,7 +17,8 @@ import torch
 from golden import MEDIA
 from sadtalker_core.errors import CheckpointNotFoundError, CorruptCheckpointError, NoFaceError, OptionError
 from sadtalker_core.face import align, crop, landmarks
-from sadtalker_core.face.landmarks import FAN_DETECTOR_FILE, FAN_LANDMARKER_FILES, detect_faces, locate_face
+from sadtalker_core.face.landmarks import (FAN_DETECTOR_FILE, FAN_LANDMARKER_FILES, detect_faces, detector_status,
+                                           locate_face, resolve_backend)
 from sadtalker_core.image_io import load_image
 
 PORTRAITS = ("art_0.png", "art_7.png", "happy.png", "full_body_1.png")
@@ -193,6 +195,38 @@ def test_fan_failed_download_is_reported_and_leaves_nothing(tmp_path, monkeypatc
     with pytest.raises(CheckpointNotFoundError, match="download failed"):
         detect_faces(np.zeros((64, 64, 3), np.uint8), "fan", weights_dir=tmp_path / "empty")
     assert not list((tmp_path / "torch_home").rglob("*.partial"))
+
+
+def test_auto_takes_fan_when_its_weights_are_there(fan_weights):
+    assert resolve_backend("auto", fan_weights, download=False)[0] == "fan"
+    assert detector_status(fan_weights)["fan"] is None
+
+
+def test_auto_falls_back_to_dlib_when_fan_weights_cannot_be_had(tmp_path, monkeypatch, images, dlib_faces):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    attempts = []
+
+    def offline(url, dst, *args, **kwargs):
+        attempts.append(url)
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    backend, why = resolve_backend("auto", tmp_path)
+    assert backend == "dlib" and "fan is unavailable" in why and "download failed" in why
+    assert len(attempts) == 1  # tried the download once, then took dlib
+    [face, *_] = detect_faces(images["happy.png"], "auto", weights_dir=tmp_path, download=False)
+    np.testing.assert_array_equal(face.landmarks68, dlib_faces["happy.png"][0].landmarks68)
+    status = detector_status(tmp_path)
+    assert status["dlib"] is None and FAN_LANDMARKER_FILES[0] in status["fan"]
+
+
+def test_auto_with_no_usable_detector_names_both(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib -> ImportError
+    with pytest.raises(CheckpointNotFoundError) as caught:
+        resolve_backend("auto", tmp_path, download=False)
+    message = str(caught.value)
+    assert "fan:" in message and FAN_LANDMARKER_FILES[0] in message and "pip install dlib-bin" in message
 
 
 def test_fan_with_random_weights_inside_a_face_box(fan_weights, images):

@@ -42,8 +42,8 @@ def check_streams(result: GenerationResult, frames: int, fps: int) -> dict:
     assert summary["video"]["codec"] == "h264"
     assert summary["video"]["frames"] == frames == result.info["num_frames"]
     assert summary["video"]["fps"] == fps == result.info["fps"]
-    # odd sizes get one edge-replicated row/column (yuv420p needs even sizes)
-    assert (summary["video"]["width"], summary["video"]["height"]) == (even(width), even(height))
+    # the reported size is the file's: odd sizes get one edge-replicated row/column (yuv420p needs even sizes)
+    assert (summary["video"]["width"], summary["video"]["height"]) == (width, height) == (even(width), even(height))
     assert summary["audio"]["codec"] == "aac"
     assert summary["audio"]["duration"] == pytest.approx(frames / fps, abs=0.005)
     return summary
@@ -71,7 +71,8 @@ def test_crop_mode_video_options_info_and_progress(crop_run):
 
     assert result.options == validate_options(seed=1, **DLIB)
     assert result.info["num_frames"] == 2 and result.info["duration_s"] == pytest.approx(0.08)
-    assert result.info["device"] == "cpu" and result.info["render_dtype"] == "float32"
+    assert result.info["device"] == "cpu" and result.info["precision"] == "float32"
+    assert result.info["face_detector"] == "dlib"
     assert set(result.info["seconds"]) == set(STAGES)
     assert result.crop_preview.shape == (256, 256, 3)
 

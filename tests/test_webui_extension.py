@@ -309,6 +309,19 @@ def test_install_only_what_is_missing_and_twice_is_a_no_op(tmp_path, flavor):
     assert again.returncode == 0 and len(calls_after) == 2
 
 
+def test_install_pip_arguments_survive_the_hosts_shell(tmp_path):
+    """A1111's run_pip hands its line to /bin/sh unquoted (real 1.8.0: ``face-alignment>=1.4`` wrote a file
+    ``=1.4`` into the WebUI folder and installed an unpinned face-alignment): pip must get every spec whole,
+    and nothing may appear in the installer's cwd (the WebUI root)."""
+    result, calls = _install(tmp_path, missing=("face_alignment", "scipy", "spandrel", "imageio_ffmpeg"))
+    assert result.returncode == 0, result.stderr
+    assert calls and all(c["argv"] is not None for c in calls), calls
+    for call in calls:
+        specs = [a for a in call["argv"][1:] if not a.startswith("-")]
+        assert specs and all(any(op in a for op in "<>=") for a in specs), call
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["installed.txt", "pip.jsonl"]
+
+
 def test_install_survives_a_failing_pip_and_skip_install(tmp_path):
     result, calls = _install(tmp_path, missing=("face_alignment",), fail="face-alignment")
     assert result.returncode == 0 and "could not install face_alignment" in result.stdout

@@ -2,7 +2,9 @@
 
 Backends (imported lazily; models are loaded once per process and cached):
 
-* ``"fan"`` (default): face-alignment's 2D FAN (4 hourglass modules) with its S3FD detector. The weights are
+* ``"auto"`` (default): ``"fan"`` when face-alignment imports and its weights are present or can be downloaded,
+  else ``"dlib"`` when installed; ``resolve_backend`` says which one and why.
+* ``"fan"``: face-alignment's 2D FAN (4 hourglass modules) with its S3FD detector. The weights are
   looked up under their face-alignment file names (``FAN_LANDMARKER_FILES``, ``FAN_DETECTOR_FILE``) in the
   checkpoint folder, then in torch.hub's cache (where face-alignment itself keeps them); if absent they are
   downloaded into that cache, unless ``download=False``.
@@ -29,7 +31,7 @@ import numpy as np
 from ..checkpoints import torch_load_weights
 from ..errors import CheckpointNotFoundError, CorruptCheckpointError, NoFaceError, OptionError
 
-BACKENDS = ("fan", "dlib")
+BACKENDS = ("auto", "fan", "dlib")
 DLIB_DETECTORS = ("hog", "mmod")
 
 #: face-alignment file names: the state dict of face-alignment >= 1.4 first, the TorchScript file of 1.3.
@@ -86,7 +88,7 @@ def detect_faces(image: np.ndarray, backend: str = "fan", *, face_box: Optional[
     With ``face_box`` (x0, y0, x1, y1) no detector runs: the landmarker runs inside that box only.
     ``detector`` picks the dlib detector (``"hog"`` or ``"mmod"``); FAN always uses S3FD.
     """
-    backend = _check_backend(backend)
+    backend, _ = resolve_backend(backend, weights_dir, download)
     image = _check_image(image)
     height, width = image.shape[:2]
     if backend == "fan":
@@ -122,6 +124,53 @@ def detect_faces(image: np.ndarray, backend: str = "fan", *, face_box: Optional[
         points = [_dlib_landmarks(model, image, box) for box in boxes]
     faces = [Face(tuple(float(v) for v in box), lm, score) for box, lm, score in zip(boxes, points, scores)]
     return sorted(faces, key=lambda face: face.area, reverse=True)
+
+
+def resolve_backend(backend: str, weights_dir: Optional[str | os.PathLike] = None,
+                    download: bool = True) -> tuple[str, str]:
+    """(the backend that will run, why): ``"auto"`` becomes ``"fan"`` or ``"dlib"``, others stay.
+
+    Raises ``CheckpointNotFoundError`` when ``"auto"`` finds neither usable, naming what each one lacks.
+    """
+    backend = _check_backend(backend)
+    if backend != "auto":
+        return backend, ""
+    try:
+        _face_alignment()
+        for names in (FAN_LANDMARKER_FILES, (FAN_DETECTOR_FILE,)):
+            _fan_file(names, weights_dir, download)
+        return "fan", "auto: fan (face-alignment and its weights are available)"
+    except (CheckpointNotFoundError, OptionError) as error:
+        fan_problem = str(error)
+    try:
+        _dlib()
+        _dlib_file(DLIB_LANDMARKER_FILE, weights_dir)
+        return "dlib", f"auto: dlib, because fan is unavailable ({_first_sentence(fan_problem)})"
+    except (CheckpointNotFoundError, OptionError) as error:
+        raise CheckpointNotFoundError(f"No face detector can run. fan: {fan_problem} dlib: {error}") from None
+
+
+def detector_status(weights_dir: Optional[str | os.PathLike] = None) -> dict[str, str | None]:
+    """{backend: None when it can run offline now, else what it lacks and the fix}; nothing is downloaded."""
+    status: dict[str, str | None] = {}
+    try:
+        _face_alignment()
+        for names in (FAN_LANDMARKER_FILES, (FAN_DETECTOR_FILE,)):
+            _fan_file(names, weights_dir, download=False)
+        status["fan"] = None
+    except (CheckpointNotFoundError, OptionError) as error:
+        status["fan"] = str(error)
+    try:
+        _dlib()
+        _dlib_file(DLIB_LANDMARKER_FILE, weights_dir)
+        status["dlib"] = None
+    except (CheckpointNotFoundError, OptionError) as error:
+        status["dlib"] = str(error)
+    return status
+
+
+def _first_sentence(text: str) -> str:
+    return text.split(". ")[0].rstrip(".")
 
 
 def select_face(faces: Sequence[Face], face_index: Optional[int] = None) -> Face:
@@ -234,9 +283,21 @@ def _fan_file(names: Sequence[str], weights_dir, download: bool) -> Path:
                                   f"(downloads are off). {fix}")
 
 
+def _face_alignment():
+    """The face-alignment package; an ``OptionError`` with the fix when it (or numba, which it imports) is missing."""
+    try:
+        import face_alignment
+    except ImportError as error:
+        raise OptionError(f"The fan face backend needs face-alignment ({error}): pip install face-alignment "
+                          "numba, or use face_detector 'dlib'.") from None
+    return face_alignment
+
+
 @functools.lru_cache(maxsize=4)
 def _fan_model(path: Path, device: str):
     import torch
+
+    _face_alignment()
     from face_alignment.models import FAN
 
     try:

@@ -50,16 +50,38 @@ def is_installed(package):
         return False
 
 
+def _shell_words(command):
+    """The arguments pip would get. A18 run_pip -> run(f'"{python}" -m pip {command} --prefer-binary',
+    shell=True): /bin/sh reads the line unquoted, so ``>=1.4`` is a redirect that creates a file ``=1.4`` in
+    the cwd and ``<1.15`` a failing input redirect (seen in a real A1111 1.8.0). The same shell line runs
+    here with a stand-in for pip that reports its argv, so both effects are the real ones."""
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
+        probe = "import json, os, sys; json.dump(sys.argv[1:], open(os.environ['HOST_DOUBLE_ARGV'], 'w'))"
+        line = f'"{python}" -c "{probe}" -m pip {command} --prefer-binary'
+        result = subprocess.run(line, shell=True, capture_output=True, text=True,
+                                env=dict(os.environ, HOST_DOUBLE_ARGV=out.name))
+        if result.returncode != 0:
+            return None, result.stderr.strip()
+        return json.load(out)[2:-1], ""  # drop "-m pip" and the host's --prefer-binary
+
+
 def _record(command, desc, live):
     fail = os.environ.get("HOST_DOUBLE_PIP_FAIL")
+    argv, shell_error = _shell_words(command) if FLAVOR != "sdnext" else (shlex.split(command), "")
     with open(os.environ["HOST_DOUBLE_PIP_LOG"], "a", encoding="utf8") as file:
-        file.write(json.dumps({"command": command, "desc": desc, "live": live}) + "\n")
+        file.write(json.dumps({"command": command, "argv": argv, "desc": desc, "live": live}) + "\n")
+    if argv is None:  # A18 run(): a non-zero exit raises with the command's output
+        raise RuntimeError(f"Couldn't install {desc}.\nCommand: {python} -m pip {command}\nError code: 2\n"
+                           f"stderr: {shell_error}")
     if fail and fail in command:
         raise RuntimeError(f"Couldn't install {desc}.\nCommand: {python} -m pip {command}\nError code: 1")
     marks = os.environ.get("HOST_DOUBLE_INSTALLED")
     if marks:
         with open(marks, "a", encoding="utf8") as file:
-            for token in shlex.split(command)[1:]:
+            for token in argv[1:]:
                 if not token.startswith("-"):
                     name = token.split("=")[0].split("<")[0].split(">")[0]
                     file.write(f"{name.replace('-', '_')}\n{name}\n")
