@@ -239,8 +239,9 @@ def build_ui(runner: JobRunner, control: JobControl, *, lock: ContextManager | N
         inputs = ([task_box] if task_box is not None else []) + [source_image, *audio_inputs, ref_video,
                                                                    ref_use, *option_inputs.values()]
         handler = wrap(generate) if wrap else generate
+        # with submit_js the host's own progress bar follows the job; gradio's overlay would be a second one
         listen(generate_button.click, handler, js=submit_js, inputs=inputs,
-               outputs=[video, crop_preview, output_dir, info], show_progress=True)
+               outputs=[video, crop_preview, output_dir, info], show_progress=submit_js is None)
         notice_inputs = [option_inputs["size"], option_inputs["preprocess"]]
         for event in (generate_button.click, option_inputs["size"].change, option_inputs["preprocess"].change):
             listen(event, notice_html, inputs=notice_inputs, outputs=[checkpoint_notice], queue=False,
