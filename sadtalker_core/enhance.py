@@ -157,6 +157,13 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
                                      "truncated or not a weights file; download it again.") from error
 
 
+def architecture_id(descriptor: Any) -> str:
+    """The spandrel architecture id of a loaded model: ``descriptor.architecture`` is an object with ``.id``
+    in spandrel 0.3+ and the id string itself in 0.1/0.2 (A1111 1.8 pins spandrel 0.1.6)."""
+    architecture = descriptor.architecture
+    return str(getattr(architecture, "id", architecture))
+
+
 class Enhancer:
     """A loaded restorer or upscaler. Use :func:`load_enhancer`."""
 
@@ -165,7 +172,7 @@ class Enhancer:
         self.name = name
         self.descriptor = descriptor
         self.device = device
-        self.architecture = descriptor.architecture.id
+        self.architecture = architecture_id(descriptor)
         self.scale = int(descriptor.scale)
         self.face = _spec(name).face
         self.batch_size = batch_size
@@ -289,9 +296,9 @@ def load_enhancer(name: str, checkpoint_dir: str | os.PathLike | None = None,
     except spandrel.UnsupportedModelError as error:
         hint = " CodeFormer needs 'pip install --no-deps spandrel_extra_arches'." if name == "codeformer" else ""
         raise CheckpointMismatchError(f"{path} is not a model spandrel knows ({error}).{hint}") from error
-    if descriptor.architecture.id not in spec.architectures:
+    if architecture_id(descriptor) not in spec.architectures:
         raise CheckpointMismatchError(
-            f"{path} holds a {descriptor.architecture.id} model, but enhancer '{name}' expects "
+            f"{path} holds a {architecture_id(descriptor)} model, but enhancer '{name}' expects "
             f"{' or '.join(spec.architectures)}; download {spec.url}.")
     device = torch.device(device or "cpu")
     descriptor.to(device)

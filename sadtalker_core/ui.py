@@ -179,9 +179,14 @@ def build_ui(runner: JobRunner, control: JobControl, *, lock: ContextManager | N
     with gr.Blocks(analytics_enabled=False) as blocks:
         if title:
             gr.Markdown(f"## {title}")
-        problem = runner.checkpoint_problem(size=int(values["size"]), preprocess=str(values["preprocess"]))
-        checkpoint_notice = make(gr.HTML, value=(format_error(problem) if problem else "")
-                                 + format_notes(runner.setup_notes()), elem_id="sadtalker_checkpoint_notice")
+        def notice_html(size, preprocess) -> str:
+            """What the chosen size / preprocess still miss, as the checkpoint folders are now (a user may
+            download the files while the UI is up)."""
+            problem = runner.checkpoint_problem(size=int(size), preprocess=str(preprocess))
+            return (format_error(problem) if problem else "") + format_notes(runner.setup_notes())
+
+        checkpoint_notice = make(gr.HTML, value=notice_html(values["size"], values["preprocess"]),
+                                 elem_id="sadtalker_checkpoint_notice")
         with make(gr.Row, elem_id="sadtalker_main_row"):
             with make(gr.Column, elem_id="sadtalker_inputs"):
                 source_image = make(gr.Image, label="Source image", type="filepath",
@@ -242,8 +247,13 @@ def build_ui(runner: JobRunner, control: JobControl, *, lock: ContextManager | N
         inputs = ([task_box] if task_box is not None else []) + [source_image, *audio_inputs, ref_video,
                                                                    ref_use, *option_inputs.values()]
         handler = wrap(generate) if wrap else generate
+        # with submit_js the host's own progress bar follows the job; gradio's overlay would be a second one
         listen(generate_button.click, handler, js=submit_js, inputs=inputs,
-               outputs=[video, crop_preview, output_dir, info], show_progress=True)
+               outputs=[video, crop_preview, output_dir, info], show_progress=submit_js is None)
+        notice_inputs = [option_inputs["size"], option_inputs["preprocess"]]
+        for event in (generate_button.click, option_inputs["size"].change, option_inputs["preprocess"].change):
+            listen(event, notice_html, inputs=notice_inputs, outputs=[checkpoint_notice], queue=False,
+                   show_progress=False)
         listen(interrupt_button.click, control.interrupt, inputs=[], outputs=[], queue=False)
 
     return TabParts(blocks=blocks, source_image=source_image, generate_button=generate_button,

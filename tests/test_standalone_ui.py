@@ -88,6 +88,24 @@ def test_app_shows_missing_checkpoints(tmp_path):
     assert video is None and str(tmp_path / "empty") in info
 
 
+def test_checkpoint_notice_follows_the_files_on_disk(tmp_path):
+    """Files downloaded while the UI is up clear the notice at the next Generate click or size/preprocess
+    change; choosing a size whose file is missing shows it."""
+    from sadtalker_core.app import build_app
+
+    parts = build_app(tmp_path / "ckpt", tmp_path / "out")
+    assert "SadTalker_V0.0.2_256.safetensors" in parts.checkpoint_notice.value
+    fns = parts.blocks.fns.values() if isinstance(parts.blocks.fns, dict) else parts.blocks.fns
+    refreshers = [fn for fn in fns if any(getattr(o, "_id", o) == parts.checkpoint_notice._id
+                                          for o in fn.outputs)]
+    triggers = {t[0] if isinstance(t, tuple) else t for fn in refreshers for t in fn.targets}
+    assert parts.generate_button._id in triggers and len(triggers) == 3  # Generate, size, preprocess
+    stub_checkpoints(tmp_path / "ckpt")
+    refresh = refreshers[0].fn
+    assert refresh("256", "crop") == ""
+    assert "SadTalker_V0.0.2_512.safetensors" in refresh("512", "crop")
+
+
 def test_app_serves_its_page(tmp_path):
     import requests
 
