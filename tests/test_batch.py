@@ -230,3 +230,44 @@ def test_cli_usage_errors(tmp_path):
     proc = _batch_cli(str(tmp_path / "none.jsonl"), "--result_dir", str(tmp_path / "out"))
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "does not exist" in stderr
+
+
+# -------------------------------------------------------------------------------------------------- ray
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_gives_the_same_files_and_results_as_the_local_run(local_ray, runner, checkpoints_256, speech_clip,
+                                                               tmp_path):
+    clip = speech_clip(0.08)
+    spec = tmp_path / "jobs.jsonl"
+    spec.write_text("\n".join([
+        json.dumps({"key": "one", "source_image": str(MEDIA / "happy.png"), "driven_audio": str(clip)}),
+        json.dumps({"key": "two", "source_image": str(MEDIA / "happy.png"), "driven_audio": str(clip),
+                    "seed": 8, "pose_style": 5}),
+        json.dumps({"key": "lost", "source_image": str(MEDIA / "happy.png"), "driven_audio": "nowhere.wav"}),
+    ]))
+    local_out, ray_out = tmp_path / "local", tmp_path / "ray"
+    summary = _run(spec, local_out, runner)
+    code = batch.main([str(spec), "--result_dir", str(ray_out), "--checkpoint_dir", str(checkpoints_256), "--cpu",
+                       "--face_detector", "dlib", "--seed", "3", "--ray", "auto", "--quiet"])
+    assert code == 1 and not summary.ok  # the same exit status: one job failed
+
+    def comparable(folder: Path) -> dict:
+        return {k: {**r, "seconds": None, "output": r["output"] and Path(r["output"]).relative_to(folder).as_posix(),
+                    "error": r["error"] and r["error"].replace(str(folder), "<out>")}
+                for k, r in _results(folder).items()}
+
+    assert comparable(ray_out) == comparable(local_out)
+    assert [r["status"] for r in _results(ray_out).values()] == ["ok", "ok", "failed"]
+    for name in ("one.mp4", "two.mp4"):
+        assert (ray_out / name).read_bytes() == (local_out / name).read_bytes(), name
+    assert json.loads((ray_out / "two.json").read_text())["options"] == \
+        json.loads((local_out / "two.json").read_text())["options"]
+    assert sorted(p.name for p in ray_out.iterdir()) == sorted(p.name for p in local_out.iterdir())
