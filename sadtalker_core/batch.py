@@ -16,6 +16,7 @@ file under an output name; leftovers of such a run are removed before the job ru
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import OptionError, SadTalkerError
+from .errors import SadTalkerError
 from .options import OPTIONS_BY_NAME, validate_options
 
 RESULTS_NAME = "results.jsonl"
@@ -339,8 +340,6 @@ class LocalExecutor:
             yield self.run_one(task, on_stage)
 
     def run_one(self, task: Task, on_stage) -> JobOutcome:
-        import contextlib
-
         job = task.job
         started = time.perf_counter()
 
@@ -351,12 +350,14 @@ class LocalExecutor:
 
         on_stage(job.key, "queued", 0, 1)
         try:
-            with self.lock if self.lock is not None else contextlib.nullcontext():
-                scope = self.control.scope(f"batch {job.key}") if self.control is not None else None
-                with scope if scope is not None else contextlib.nullcontext() as handles:
-                    cancel = handles[1] if handles else None
-                    self.runner.run(job.source_image, job.driven_audio, task.options, progress=progress,
-                                    cancel=cancel, output_path=job.output)
+            with contextlib.ExitStack() as stack:
+                cancel = None
+                if self.lock is not None:
+                    stack.enter_context(self.lock)
+                if self.control is not None:
+                    _, cancel = stack.enter_context(self.control.scope(f"batch {job.key}"))
+                self.runner.run(job.source_image, job.driven_audio, task.options, progress=progress,
+                                cancel=cancel, output_path=job.output)
         except SadTalkerError as error:
             return JobOutcome(job.key, "failed", None, round(time.perf_counter() - started, 3),
                               task.options["seed"], one_line(error))
@@ -504,7 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    except (SadTalkerError, OptionError) as error:
+    except SadTalkerError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
     finally:

@@ -180,7 +180,7 @@ def _batch_cli(*args, **kwargs):
 
 @pytest.mark.slow
 def test_resume_after_the_process_is_killed(checkpoints_256, speech_clip, tmp_path):
-    clip = speech_clip(0.12)
+    clip = speech_clip(0.04)
     spec = tmp_path / "jobs.jsonl"
     spec.write_text("\n".join(json.dumps({"key": k, "source_image": str(MEDIA / "happy.png"),
                                           "driven_audio": str(clip)}) for k in ("j1", "j2", "j3")))

@@ -663,3 +663,25 @@ def test_command_line(tmp_path, monkeypatch, capsys):
     run = subprocess.run([sys.executable, "-m", "sadtalker_core.checkpoints", "verify", str(tmp_path / "none")],
                          capture_output=True, text=True, timeout=120, cwd=golden.REPO)
     assert run.returncode == 1 and "no official checkpoint files" in run.stdout
+
+
+def test_download_and_verify_subcommands(release, tmp_path, monkeypatch, capsys):
+    from sadtalker_core import cli
+
+    root, catalogue = release
+    folder = tmp_path / "ckpt"
+    monkeypatch.setenv(download.BASE_URL_ENV, _closed_port_url())
+    assert cli.main(["download", "--dir", str(folder), "--size", "256"]) == 1
+    err = capsys.readouterr().err  # offline: which files, which folder, which URLs
+    assert ST256 in err and MAP70 in err and MAP73 in err and str(folder.resolve()) in err
+    assert f"/v0.0.2-rc/{ST256}" in err and "no connection" in err and _leftovers(folder) == []
+
+    monkeypatch.setattr(download, "OFFICIAL_FILES", {**download.OFFICIAL_FILES, **catalogue})
+    _raw_file(folder / MAP70, (root / "v0.0.2-rc" / MAP70).read_bytes())
+    _raw_file(folder / "epoch_20.pth", b"short")
+    (folder / (ST256 + ".partial")).write_bytes(b"x" * 7)
+    assert cli.main(["verify", "--dir", str(folder), "--files", MAP70, "epoch_20.pth", ST256]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"ok             {MAP70}")
+    assert out[1].startswith("truncated      epoch_20.pth  5 of")
+    assert out[2].startswith(f"missing        {ST256}") and "7 bytes of a cut download kept" in out[2]
