@@ -131,33 +131,48 @@ class _Cut(CheckpointError):
 
 def _download(entry: OfficialFile, target: Path, base_url: str | None, timeout: float,
               progress: Progress | None) -> None:
-    """Fetches one file into ``<name>.partial``, resuming a partial file left by a cut transfer with an HTTP
-    range request, then checks size and SHA-256 and renames it. A cut keeps the partial file; a file that
-    arrived whole but wrong is deleted."""
+    fetch_file(entry.url(base_url), target, size=entry.size, sha256=entry.sha256, timeout=timeout,
+               progress=progress)
+
+
+def fetch_file(url: str, target: str | os.PathLike, *, size: int | None = None, sha256: str | None = None,
+               timeout: float = 60.0, progress: Progress | None = None) -> Path:
+    """Downloads ``url`` to ``target`` through ``<name>.partial``, resuming a partial file left by a cut
+    transfer with an HTTP range request, then checks ``size`` and ``sha256`` (when known) and renames it.
+    A cut keeps the partial file; a file that arrived whole but wrong is deleted. Every first-use download
+    (official checkpoints, landmark weights) goes through here.
+
+    Raises ``CheckpointError`` (cut, wrong size or digest, HTTP error) or ``OSError`` (no connection, disk).
+    """
+    target = Path(target)
     partial = target.with_name(target.name + ".partial")
-    url = entry.url(base_url)
     have = partial.stat().st_size if partial.is_file() else 0
-    if entry.size is not None and have > entry.size:
+    if size is not None and have > size:
         partial.unlink()
         have = 0
     digest = hashlib.sha256()
     keep = True  # until the bytes are known to be wrong, what was received is worth resuming from
     try:
-        if entry.size is not None and have == entry.size:
+        if size is not None and have == size:
             done = _hash_into(digest, partial)  # a previous attempt got every byte: only the checks are left
         else:
-            done = _fetch(url, partial, have, digest, entry, timeout, progress)
-        if entry.size is not None and done != entry.size:
+            done = _fetch(url, partial, have, digest, target.name, size, timeout, progress)
+        if size is not None and done != size:
             keep = False
-            raise CheckpointError(f"received {done} bytes, the official file has {entry.size}")
-        if entry.sha256 is not None and digest.hexdigest() != entry.sha256:
+            raise CheckpointError(f"received {done} bytes, the official file has {size}")
+        if sha256 is not None and digest.hexdigest() != sha256:
             keep = False
-            raise CheckpointError(f"SHA-256 {digest.hexdigest()} differs from the official {entry.sha256}; the "
+            raise CheckpointError(f"SHA-256 {digest.hexdigest()} differs from the official {sha256}; the "
                                   "download was deleted")
         os.replace(partial, target)
+        return target
     except (OSError, http.client.HTTPException) as error:
-        if isinstance(error, urllib.error.HTTPError) or not partial.is_file():
-            raise
+        if isinstance(error, urllib.error.HTTPError):
+            raise CheckpointError(_reason(error)) from error
+        if not partial.is_file():
+            if isinstance(error, OSError):
+                raise
+            raise CheckpointError(_reason(error)) from error
         raise _Cut(f"the transfer stopped ({_reason(error)}); the {partial.stat().st_size} bytes received are "
                    f"kept in {partial.name} and the next download resumes from there") from error
     finally:
@@ -174,7 +189,7 @@ def _hash_into(digest, path: Path) -> int:
     return done
 
 
-def _fetch(url: str, partial: Path, have: int, digest, entry: OfficialFile, timeout: float,
+def _fetch(url: str, partial: Path, have: int, digest, name: str, size: int | None, timeout: float,
            progress: Progress | None) -> int:
     """Appends the rest of the file to ``partial`` (or rewrites it when the server ignores the range);
     returns the size now in ``partial``."""
@@ -184,14 +199,14 @@ def _fetch(url: str, partial: Path, have: int, digest, entry: OfficialFile, time
             (response.headers.get("Content-Range") or "").replace("bytes ", "").startswith(f"{have}-")
         done = _hash_into(digest, partial) if resumed else 0
         announced = response.headers.get("Content-Length")
-        total = done + int(announced) if announced else (entry.size or 0)
+        total = done + int(announced) if announced else (size or 0)
         with open(partial, "ab" if resumed else "wb") as out:
             while chunk := response.read(_CHUNK):
                 out.write(chunk)
                 digest.update(chunk)
                 done += len(chunk)
                 if progress is not None:
-                    progress(f"download {entry.name}", done, total)
+                    progress(f"download {name}", done, total)
     if announced and done != total:
         raise _Cut(f"the transfer stopped after {done} of {total} bytes; they are kept in {partial.name} and the "
                    "next download resumes from there")
