@@ -249,6 +249,14 @@ def prepare(job: BatchJob, defaults: dict) -> Task:
     return Task(job, options)
 
 
+def _given_seed(job: BatchJob, defaults: dict) -> int | None:
+    """The seed a job that could not start asked for, when it is a whole number."""
+    try:
+        return int({**defaults, **job.options}.get("seed"))
+    except (TypeError, ValueError):
+        return None
+
+
 def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
@@ -263,7 +271,7 @@ class ResultsFile:
 
     def add(self, outcome: JobOutcome) -> None:
         self._records[outcome.key] = outcome.record()
-        lines = [json.dumps(r) + "\n" for r in sorted(self._records.values(), key=lambda r: self._order[r["key"]])]
+        lines = [json.dumps(r) + "\n" for r in self.records()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
         temp.write_text("".join(lines), encoding="utf-8")
@@ -304,7 +312,7 @@ def run_batch(jobs: Sequence[BatchJob], defaults: dict, result_dir: str | os.Pat
         try:
             task = prepare(job, defaults)
         except SadTalkerError as error:
-            finish(JobOutcome(job.key, "failed", None, 0.0, job.options.get("seed"), one_line(error)))
+            finish(JobOutcome(job.key, "failed", None, 0.0, _given_seed(job, defaults), one_line(error)))
             continue
         remove_leftovers(job.output)
         tasks.append(task)

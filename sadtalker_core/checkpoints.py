@@ -17,7 +17,7 @@ Pickles are read with ``torch.load(weights_only=True)``: a file that needs to ru
 never executed. Safetensors files are header-checked (truncation, damage) and only the needed prefixes read.
 Unknown top-level entries (optimizer, discriminator, epoch ...) are ignored.
 
-Command line: ``python -m sadtalker_core.checkpoints verify DIR`` / ``download DIR``.
+Command line: ``python -m sadtalker_core verify|download [--dir DIR]`` (also ``python -m sadtalker_core.checkpoints``).
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def _folders(checkpoint_dir) -> tuple[Path, ...]:
 def _missing_message(missing: list[str], folders: tuple[Path, ...], old_version: bool) -> str:
     searched = ", ".join(str(f.resolve()) for f in folders)
     text = (f"Missing SadTalker checkpoint files: {', '.join(missing)}.\nSearched: {searched}.\n"
-            f"Download them into {folders[0].resolve()} (or run `python -m sadtalker_core.checkpoints download "
+            f"Download them into {folders[0].resolve()} (or run `python -m sadtalker_core download --dir "
             f"{folders[0]}`, or pass download=True):\n{how_to_get(missing)}")
     if not old_version:
         text += (f"\nThe old-version files ({', '.join(OLD_SET)}, release v0.0.2) are optional; "

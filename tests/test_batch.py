@@ -271,3 +271,22 @@ def test_ray_gives_the_same_files_and_results_as_the_local_run(local_ray, runner
     assert json.loads((ray_out / "two.json").read_text())["options"] == \
         json.loads((local_out / "two.json").read_text())["options"]
     assert sorted(p.name for p in ray_out.iterdir()) == sorted(p.name for p in local_out.iterdir())
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_bars_on_a_terminal_plain_lines_otherwise(terminal):
+    import io
+
+    stream = io.StringIO()
+    display = batch._Display(stream, terminal)
+    outcome = batch.JobOutcome("a", "ok", "/out/a.mp4", 1.25, 3)
+    for event in (batch.BatchEvent("start", "a", 2, 0), batch.BatchEvent("stage", "a", 2, 0, "render", 1, 3),
+                  batch.BatchEvent("stage", "a", 2, 0, "render", 2, 3),
+                  batch.BatchEvent("done", "a", 2, 1, outcome=outcome)):
+        display(event)
+    display.close()
+    text = stream.getvalue()
+    if terminal:
+        assert "\r" in text and "batch" in text and "1/2" in text and "a: render" in text and "2/3" in text
+    else:
+        assert text.splitlines() == ["[1/2] a: render", "[1/2] a: ok 1.2 s /out/a.mp4 (1/2 done)"]
