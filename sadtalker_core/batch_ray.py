@@ -4,8 +4,9 @@ One actor per GPU (per CPU slot on machines without GPUs), each holding one ``Jo
 load once. Inputs travel to the actor as bytes and the video comes back as bytes, so workers need no shared
 filesystem; the driver writes each output under a temporary name and renames it, as a local run does. Each
 actor needs the checkpoints in ``checkpoint_dir`` on its node (downloaded there on first use otherwise).
-The package itself is shipped to the workers (``runtime_env.py_modules``); torch and the other dependencies
-must be installed on every node. Ray is an optional extra: ``pip install ray``.
+When this module starts or joins Ray, the package itself is shipped to the workers (``runtime_env``
+``py_modules``); a program that called ``ray.init`` itself passes ``package_runtime_env()`` there (or has
+sadtalker_core installed on every node). Torch and the other dependencies must be installed on every node. Ray is an optional extra: ``pip install ray``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ from .batch import (PATH_OPTIONS, BatchError, BatchJob, JobOutcome, LocalExecuto
 _FILE_FIELDS = ("source_image", "driven_audio")
 
 
+def package_runtime_env() -> dict:
+    """A Ray ``runtime_env`` that ships this package to the workers (Ray accepts a local folder only at
+    ``ray.init``, so a program that starts Ray itself passes this to its ``ray.init``)."""
+    import sadtalker_core
+
+    return {"py_modules": [str(Path(sadtalker_core.__file__).resolve().parent)]}
+
+
 def _connect(address: str):
     try:
         import ray
@@ -30,13 +39,14 @@ def _connect(address: str):
         raise BatchError("--ray needs Ray, an optional extra: pip install ray (or drop --ray to run the jobs "
                          "on this machine).") from None
     if not ray.is_initialized():
+        runtime_env = package_runtime_env()
         if address == "auto":
             try:
-                ray.init(address="auto", log_to_driver=False)
+                ray.init(address="auto", runtime_env=runtime_env, log_to_driver=False)
             except ConnectionError:  # no running cluster: a local one on this machine
-                ray.init(log_to_driver=False, include_dashboard=False)
+                ray.init(runtime_env=runtime_env, log_to_driver=False, include_dashboard=False)
         else:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     return ray
 
 
@@ -118,16 +128,13 @@ def ray_executor(address: str, checkpoint_dir: str, device: Any = None, old_vers
                  max_workers: int | None = None):
     """An executor for ``batch.run_batch`` that runs tasks on Ray actors (connects now)."""
     ray = _connect(address)
-    import sadtalker_core
-
-    package_dir = str(Path(sadtalker_core.__file__).resolve().parent)
     remote_worker = ray.remote(_Worker)
 
     def execute(tasks: list[Task], on_stage) -> Iterator[JobOutcome]:
         count, per_actor = _slots(ray, device, max_workers)
         count = min(count, len(tasks))
-        actors = [remote_worker.options(**per_actor, runtime_env={"py_modules": [package_dir]}).remote(
-            str(checkpoint_dir), device, old_version) for _ in range(count)]
+        actors = [remote_worker.options(**per_actor).remote(str(checkpoint_dir), device, old_version)
+                  for _ in range(count)]
         queue = list(tasks)
         running: dict[Any, tuple[Any, Task, float]] = {}
 

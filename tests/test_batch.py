@@ -237,7 +237,9 @@ def test_cli_usage_errors(tmp_path):
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from sadtalker_core.batch_ray import package_runtime_env
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=package_runtime_env())
     yield ray
     ray.shutdown()
 
