@@ -48,16 +48,16 @@ def test_submit_disconnect_poll_results(server_app, speech_clip, tmp_path):
         response = submitter.post("/sadtalker/v1/batch", content="\n".join(lines).encode())
         assert response.status_code == 200, response.text
         submitted = response.json()
-    assert submitted["jobs"] == ["hello", "broken", "badopt", "job4"]
+    assert submitted["jobs"] == ["hello", "broken", "badopt", "line4"]
 
     with TestClient(server_app) as poller:  # a new connection: the first client went away
         body = _poll(poller, submitted["id"])
         assert body["counts"] == {"ok": 1, "failed": 3, "skipped": 0, "pending": 0} and body["error"] is None
         results = {r["key"]: r for r in body["results"]}
-        assert list(results) == ["hello", "broken", "badopt", "job4"]
+        assert list(results) == ["hello", "broken", "badopt", "line4"]
         assert results["hello"]["status"] == "ok" and results["hello"]["seed"] == 9
         assert "image" in results["broken"]["error"] and "pose_style" in results["badopt"]["error"]
-        assert "not JSON" in results["job4"]["error"] and results["job4"]["video"] is None
+        assert "not JSON" in results["line4"]["error"] and results["line4"]["video"] is None
         video = poller.get(results["hello"]["video"])
         assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
         output = tmp_path / "results" / "batches" / submitted["id"]
