@@ -17,7 +17,7 @@ Pickles are read with ``torch.load(weights_only=True)``: a file that needs to ru
 never executed. Safetensors files are header-checked (truncation, damage) and only the needed prefixes read.
 Unknown top-level entries (optimizer, discriminator, epoch ...) are ignored.
 
-Command line: ``python -m sadtalker_core.checkpoints verify DIR`` / ``download DIR``.
+Command line: ``python -m sadtalker_core verify|download [--dir DIR]`` (also ``python -m sadtalker_core.checkpoints``).
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def _folders(checkpoint_dir) -> tuple[Path, ...]:
 def _missing_message(missing: list[str], folders: tuple[Path, ...], old_version: bool) -> str:
     searched = ", ".join(str(f.resolve()) for f in folders)
     text = (f"Missing SadTalker checkpoint files: {', '.join(missing)}.\nSearched: {searched}.\n"
-            f"Download them into {folders[0].resolve()} (or run `python -m sadtalker_core.checkpoints download "
+            f"Download them into {folders[0].resolve()} (or run `python -m sadtalker_core download --dir "
             f"{folders[0]}`, or pass download=True):\n{how_to_get(missing)}")
     if not old_version:
         text += (f"\nThe old-version files ({', '.join(OLD_SET)}, release v0.0.2) are optional; "
@@ -454,50 +454,81 @@ def build_networks(checkpoint_set: CheckpointSet, device: str | torch.device = "
 # ------------------------------------------------------------------------------------------ command line
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``verify DIR [FILE ...]`` checks sizes and SHA-256 (exit 1 on a mismatch or missing file);
-    ``download DIR [--size ...] [--old-version]`` fetches what is missing."""
+    """``verify [--dir D] [FILE ...]`` says per file ok / missing / truncated / corrupt (exit 1 unless all ok);
+    ``download [--dir D] [--size 256 512] [--old-version]`` fetches what is missing (resuming cut transfers).
+    Also reachable as ``python -m sadtalker_core verify|download``."""
     parser = argparse.ArgumentParser(prog="python -m sadtalker_core.checkpoints",
                                      description="Verify or download the official SadTalker checkpoints.")
     commands = parser.add_subparsers(dest="command", required=True)
-    verify = commands.add_parser("verify", help="check sizes and SHA-256 of the files in DIR")
-    verify.add_argument("dir")
-    verify.add_argument("files", nargs="*", help="official file names (default: every one present)")
-    fetch = commands.add_parser("download", help="download the missing official files into DIR")
-    fetch.add_argument("dir")
+    verify = commands.add_parser("verify", help="check sizes and SHA-256 of the files in the folder")
+    fetch = commands.add_parser("download", help="download the missing official files into the folder")
+    for command in (verify, fetch):
+        command.add_argument("dir", nargs="?", default=None,
+                             help=f"checkpoint folder (default: ${CHECKPOINTS_ENV} or ./checkpoints)")
+        command.add_argument("--dir", dest="dir_option", default=None, metavar="DIR", help="same as DIR")
+    verify.add_argument("--files", nargs="+", default=None, help="official file names (default: every one present)")
     fetch.add_argument("--size", type=int, choices=SIZES, nargs="+", default=list(SIZES))
-    fetch.add_argument("--old-version", action="store_true", help="also the optional old-version files")
+    fetch.add_argument("--old-version", "--old_version", action="store_true",
+                       help="also the optional old-version files")
     args = parser.parse_args(argv)
-    show = _terminal_progress if sys.stderr.isatty() else None
+    folder = Path(args.dir_option or args.dir or default_checkpoint_dir())
+    show = _TerminalBar() if sys.stderr.isatty() else None
     try:
         if args.command == "verify":
-            results = verify_checkpoints(args.dir, args.files or None, show)
-            _clear_line()
+            results = verify_checkpoints(folder, args.files, show)
+            _close(show)
             for r in results:
-                print(f"{r.status:14} {r.name}" + (f"  sha256 {r.sha256}" if r.sha256 else ""))
+                note = f"  sha256 {r.sha256}" if r.sha256 else ""
+                if r.status == "truncated":
+                    note = f"  {r.size} of {r.expected_size} bytes"
+                partial = r.path.with_name(r.name + ".partial")
+                if r.status == "missing" and partial.is_file():
+                    note = f"  ({partial.stat().st_size} bytes of a cut download kept; `download` resumes it)"
+                print(f"{r.status:14} {r.name}{note}")
             if not results:
-                print(f"no official checkpoint files in {args.dir}")
+                print(f"no official checkpoint files in {folder}")
             return 0 if results and all(r.ok for r in results) else 1
         names = [safetensors_name(s) for s in args.size] + list(MAPPING_FILES)
         if args.old_version:
             names += list(OLD_SET)
-        for path in ensure_checkpoints(args.dir, names, show):
-            _clear_line()
+        paths = ensure_checkpoints(folder, names, show)
+        _close(show)
+        for path in paths:
             print(f"present        {path}")
         return 0
     except CheckpointError as error:
-        _clear_line()
+        _close(show)
         print(str(error), file=sys.stderr)
         return 1
 
 
-def _terminal_progress(stage: str, done: int, total: int) -> None:
-    share = f"{100 * done / total:5.1f}%" if total else f"{done >> 20} MiB"
-    sys.stderr.write(f"\r{stage}: {share}")
+class _TerminalBar:
+    """One tqdm bar per file (bytes) on stderr."""
+
+    def __init__(self):
+        self._bar = None
+        self._stage = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if stage != self._stage:
+            self.close()
+            self._stage = stage
+            self._bar = tqdm(total=total or None, desc=stage, unit="B", unit_scale=True, unit_divisor=1024,
+                             file=sys.stderr, leave=False)
+        self._bar.n = done
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
-def _clear_line() -> None:
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\033[K")
+def _close(show) -> None:
+    if show is not None:
+        show.close()
 
 
 if __name__ == "__main__":

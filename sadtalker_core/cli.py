@@ -133,7 +133,26 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
+def _command(name: str):
+    """The ``main`` of a sub-command (``python -m sadtalker_core batch|download|verify|doctor ...``)."""
+    if name == "batch":
+        from .batch import main as command
+    elif name in ("download", "verify"):
+        from .checkpoints import main as checkpoints_main
+
+        return lambda rest: checkpoints_main([name, *rest])
+    else:
+        from .doctor import main as command
+    return command
+
+
+COMMANDS = ("batch", "download", "verify", "doctor")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:
+        return _command(argv[0])(argv[1:])
     args = build_parser().parse_args(argv)
     progress = None if args.quiet or not sys.stderr.isatty() else _TerminalProgress()
     try:

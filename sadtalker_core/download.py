@@ -1,7 +1,8 @@
 """The official checkpoint files as released: where to download them, their sizes and SHA-256 digests.
 
 ``ensure_checkpoints`` fetches missing files (``<name>.partial``, size and digest checked, then renamed, so a
-folder never holds a half-written file under an official name). ``verify_checkpoints`` hashes on demand and
+folder never holds a half-written file under an official name; a cut transfer is resumed with an HTTP range
+request next time). ``verify_checkpoints`` hashes on demand and
 remembers each digest per (file, size, mtime) in a small JSON file, so a second verify of 2 GB is instant.
 
 The download base URL is ``$SADTALKER_DOWNLOAD_BASE_URL`` when set (a mirror laid out like the GitHub release
@@ -95,8 +96,9 @@ def ensure_checkpoints(directory: str | os.PathLike, files: Iterable[str], progr
     """Download every file of ``files`` that is not in ``directory`` yet; return the paths of all of them.
 
     A file is written to ``<name>.partial``, checked against the Content-Length, the known size and the known
-    SHA-256, then renamed. Any failure removes the partial file and raises ``CheckpointNotFoundError`` naming
-    the missing files, the folder and the URLs to fetch by hand.
+    SHA-256, then renamed. A cut transfer keeps the partial file and the next call resumes it (HTTP range);
+    a wrong file is deleted. Any failure raises ``CheckpointNotFoundError`` naming the missing files, the
+    folder and the URLs to fetch by hand.
     """
     folder = Path(directory)
     entries = [official_file(name, catalogue) for name in files]
@@ -123,39 +125,101 @@ def _reason(error: BaseException) -> str:
     return str(error)
 
 
+class _Cut(CheckpointError):
+    """The connection ended early; the bytes received stay in the ``.partial`` file for the next attempt."""
+
+
 def _download(entry: OfficialFile, target: Path, base_url: str | None, timeout: float,
               progress: Progress | None) -> None:
+    fetch_file(entry.url(base_url), target, size=entry.size, sha256=entry.sha256, timeout=timeout,
+               progress=progress)
+
+
+def fetch_file(url: str, target: str | os.PathLike, *, size: int | None = None, sha256: str | None = None,
+               timeout: float = 60.0, progress: Progress | None = None) -> Path:
+    """Downloads ``url`` to ``target`` through ``<name>.partial``, resuming a partial file left by a cut
+    transfer with an HTTP range request, then checks ``size`` and ``sha256`` (when known) and renames it.
+    A cut keeps the partial file; a file that arrived whole but wrong is deleted. Every first-use download
+    (official checkpoints, landmark weights) goes through here.
+
+    Raises ``CheckpointError`` (cut, wrong size or digest, HTTP error) or ``OSError`` (no connection, disk).
+    """
+    target = Path(target)
     partial = target.with_name(target.name + ".partial")
-    url = entry.url(base_url)
+    have = partial.stat().st_size if partial.is_file() else 0
+    if size is not None and have > size:
+        partial.unlink()
+        have = 0
+    digest = hashlib.sha256()
+    keep = True  # until the bytes are known to be wrong, what was received is worth resuming from
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
-            announced = response.headers.get("Content-Length")
-            total = int(announced) if announced else (entry.size or 0)
-            digest = hashlib.sha256()
-            done = 0
+        if size is not None and have == size:
+            done = _hash_into(digest, partial)  # a previous attempt got every byte: only the checks are left
+        else:
+            done = _fetch(url, partial, have, digest, target.name, size, timeout, progress)
+        if size is not None and done != size:
+            keep = False
+            raise CheckpointError(f"received {done} bytes, the official file has {size}")
+        if sha256 is not None and digest.hexdigest() != sha256:
+            keep = False
+            raise CheckpointError(f"SHA-256 {digest.hexdigest()} differs from the official {sha256}; the "
+                                  "download was deleted")
+        os.replace(partial, target)
+        return target
+    except (OSError, http.client.HTTPException) as error:
+        if isinstance(error, urllib.error.HTTPError):
+            raise CheckpointError(_reason(error)) from error
+        if not partial.is_file():
+            if isinstance(error, OSError):
+                raise
+            raise CheckpointError(_reason(error)) from error
+        raise _Cut(f"the transfer stopped ({_reason(error)}); the {partial.stat().st_size} bytes received are "
+                   f"kept in {partial.name} and the next download resumes from there") from error
+    finally:
+        if not keep:
+            partial.unlink(missing_ok=True)
+
+
+def _hash_into(digest, path: Path) -> int:
+    done = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK * 8):
+            digest.update(chunk)
+            done += len(chunk)
+    return done
+
+
+def _fetch(url: str, partial: Path, have: int, digest, name: str, size: int | None, timeout: float,
+           progress: Progress | None) -> int:
+    """Appends the rest of the file to ``partial`` (or rewrites it when the server ignores the range);
+    returns the size now in ``partial``."""
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        resumed = have > 0 and response.status == 206 and \
+            (response.headers.get("Content-Range") or "").replace("bytes ", "").startswith(f"{have}-")
+        done = _hash_into(digest, partial) if resumed else 0
+        announced = response.headers.get("Content-Length")
+        total = done + int(announced) if announced else (size or 0)
+        with open(partial, "ab" if resumed else "wb") as out:
             while chunk := response.read(_CHUNK):
                 out.write(chunk)
                 digest.update(chunk)
                 done += len(chunk)
                 if progress is not None:
-                    progress(f"download {entry.name}", done, total)
-        if announced and done != int(announced):
-            raise CheckpointError(f"the transfer stopped after {done} of {announced} bytes")
-        if entry.size is not None and done != entry.size:
-            raise CheckpointError(f"received {done} bytes, the official file has {entry.size}")
-        if entry.sha256 is not None and digest.hexdigest() != entry.sha256:
-            raise CheckpointError(f"SHA-256 {digest.hexdigest()} differs from the official {entry.sha256}")
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
+                    progress(f"download {name}", done, total)
+    if announced and done != total:
+        raise _Cut(f"the transfer stopped after {done} of {total} bytes; they are kept in {partial.name} and the "
+                   "next download resumes from there")
+    return done
 
 
 # ------------------------------------------------------------------------------------------------ verify
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """Outcome for one file. ``status``: "ok", "missing", "size mismatch", "hash mismatch" or "no known hash"
-    (the size matched or is unknown, but the release gives no digest to compare)."""
+    """Outcome for one file. ``status``: "ok", "missing", "truncated" (shorter than the official file),
+    "corrupt" (wrong digest, or longer than the official file) or "no known hash" (the size matched or is
+    unknown, but the release gives no digest to compare)."""
 
     name: str
     path: Path
@@ -192,7 +256,8 @@ def verify_checkpoints(directory: str | os.PathLike, files: Sequence[str] | None
             continue
         stat = path.stat()
         if entry.size is not None and stat.st_size != entry.size:
-            results.append(VerifyResult(name, path, "size mismatch", stat.st_size, None, entry.size, entry.sha256))
+            status = "truncated" if stat.st_size < entry.size else "corrupt"
+            results.append(VerifyResult(name, path, status, stat.st_size, None, entry.size, entry.sha256))
             continue
         record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
         sha = next((c[name]["sha256"] for c in caches
@@ -203,7 +268,7 @@ def verify_checkpoints(directory: str | os.PathLike, files: Sequence[str] | None
         if entry.sha256 is None:
             status = "no known hash"
         else:
-            status = "ok" if sha == entry.sha256 else "hash mismatch"
+            status = "ok" if sha == entry.sha256 else "corrupt"
         results.append(VerifyResult(name, path, status, stat.st_size, sha, entry.size, entry.sha256))
     if hashed:
         merged: dict[str, dict] = {}

@@ -215,14 +215,19 @@ class JobRunner:
             self._after_unload()
 
     def run(self, source_image: Any, driven_audio: Any, options: dict | None = None, *,
-            progress: Progress | None = None, cancel: Any = None) -> JobResult:
-        """Validates ``options``, generates, writes the sidecar JSON; unloads afterwards unless kept loaded."""
+            progress: Progress | None = None, cancel: Any = None,
+            output_path: str | Path | None = None) -> JobResult:
+        """Validates ``options``, generates, writes the sidecar JSON; unloads afterwards unless kept loaded.
+
+        The video goes to ``output_path`` when given (batches name their outputs), else to a dated folder
+        under the configured output folder."""
         options = validate_options(options or {})
         started = time.perf_counter()
         self._say(f"job started: {_describe_input(source_image)} + {_describe_input(driven_audio) or 'no audio'}, "
                   f"{options['preprocess']} {options['size']}")
         try:
-            result, checkpoint_dir, config = self._generate(source_image, driven_audio, options, progress, cancel)
+            result, checkpoint_dir, config = self._generate(source_image, driven_audio, options, progress, cancel,
+                                                              output_path)
         except Cancelled:
             self._say(f"interrupted after {time.perf_counter() - started:.1f} s; nothing was saved")
             raise
@@ -250,16 +255,18 @@ class JobRunner:
                          info=dict(result.info), crop_preview=getattr(result, "crop_preview", None))
 
 
-    def _generate(self, source_image, driven_audio, options: dict, progress, cancel):
+    def _generate(self, source_image, driven_audio, options: dict, progress, cancel, output_path):
         config = self.config()
         checkpoint_dir = find_checkpoint_dir(config.checkpoint_dirs, size=options["size"],
                                              preprocess=options["preprocess"])
-        result_dir = Path(config.output_dir) / _dt.date.today().isoformat()
-        result_dir.mkdir(parents=True, exist_ok=True)
+        result_dir = None
+        if output_path is None:
+            result_dir = Path(config.output_dir) / _dt.date.today().isoformat()
+            result_dir.mkdir(parents=True, exist_ok=True)
         talker = self._talker(config, checkpoint_dir)
         try:
-            result = talker.generate(source_image, driven_audio, result_dir=result_dir, progress=progress,
-                                     cancel=cancel, **options)
+            result = talker.generate(source_image, driven_audio, result_dir=result_dir, output_path=output_path,
+                                     progress=progress, cancel=cancel, **options)
         finally:
             if not config.keep_loaded:
                 self.unload()

@@ -3,6 +3,7 @@
 
 ``POST /sadtalker/v1/generate``, ``GET /sadtalker/v1/status``, ``GET /sadtalker/v1/options``,
 ``GET /sadtalker/v1/progress``, ``POST /sadtalker/v1/interrupt``; one job at a time (a lock).
+Batches: ``POST /sadtalker/v1/batch`` (JSONL), ``GET /sadtalker/v1/batch/{id}`` (see ``batch_api``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 from .api import add_routes, auth_dependencies
 from .app import standalone_config
+from .batch_api import add_batch_routes
 from .jobs import JobControl, JobRunner
 
 
@@ -27,7 +29,9 @@ def create_app(checkpoint_dir: str | Path | None = None, result_dir: str | Path 
     runner = JobRunner(standalone_config(checkpoint_dir, result_dir, device))
     if talker_factory is not None:
         runner.talker_factory = talker_factory
-    add_routes(app, runner, lock=threading.Lock(), control=JobControl(), dependencies=auth_dependencies(api_auth))
+    lock, control, dependencies = threading.Lock(), JobControl(), auth_dependencies(api_auth)
+    add_routes(app, runner, lock=lock, control=control, dependencies=dependencies)
+    add_batch_routes(app, runner, lock=lock, control=control, dependencies=dependencies)
     return app
 
 

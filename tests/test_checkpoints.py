@@ -210,7 +210,7 @@ def test_truncated_copy_of_the_full_safetensors(synthetic_folders, tmp_path):
 def test_verify_reports_synthetic_hashes_but_they_still_load(synthetic_folders):
     folder = synthetic_folders(0, "new")
     results = {r.name: r for r in download.verify_checkpoints(folder, [MAP70])}
-    assert results[MAP70].status == "size mismatch" and not results[MAP70].ok
+    assert results[MAP70].status in ("truncated", "corrupt") and not results[MAP70].ok
     nets = checkpoints.build_networks(checkpoints.locate_checkpoints(folder), names=["mapping_net"])
     _assert_loaded_exactly(nets["mapping_net"], _synth(MAP70, 0, "mapping"), "mapping_net", MAP70)
 
@@ -516,7 +516,7 @@ def test_download_skips_present_files(release, tmp_path):
 
 
 @pytest.mark.parametrize("failure", ["hash", "size", "cut-short", "404"])
-def test_failed_download_leaves_nothing(release, tmp_path, failure):
+def test_failed_download_leaves_nothing_but_a_resumable_cut(release, tmp_path, failure):
     root, catalogue = release
     entry = catalogue[MAP70]
     if failure == "hash":
@@ -530,7 +530,9 @@ def test_failed_download_leaves_nothing(release, tmp_path, failure):
     with _serving(root, handler) as url, pytest.raises(CheckpointNotFoundError) as caught:
         download.ensure_checkpoints(target, [MAP70, "epoch_20.pth"], catalogue=catalogue, base_url=url)
     text = str(caught.value)
-    assert not (target / MAP70).exists() and _leftovers(target) == []
+    assert not (target / MAP70).exists()
+    # a cut keeps what arrived for the next attempt to resume; a wrong or absent file leaves nothing
+    assert _leftovers(target) == ([MAP70 + ".partial"] if failure == "cut-short" else [])
     reasons = {"hash": ["SHA-256"], "size": ["bytes, the official file has"], "404": ["HTTP 404"],
                "cut-short": ["the transfer stopped after", "more expected"]}[failure]  # (IncompleteRead)
     assert any(r in text for r in reasons) and str(target) in text
@@ -583,18 +585,18 @@ def test_verify_statuses_and_cache(release, tmp_path, monkeypatch):
         return {r.name: r.status for r in results}
 
     everything = list(catalogue)
-    assert verify(everything) == {MAP70: "ok", "epoch_20.pth": "hash mismatch",
+    assert verify(everything) == {MAP70: "ok", "epoch_20.pth": "corrupt",
                                   "auido2exp_00300-model.pth": "no known hash", ST256: "missing"}
     assert (folder / download.VERIFY_CACHE_NAME).is_file()
     first_pass = len(hashed)
     assert first_pass >= 3
-    assert verify() == {MAP70: "ok", "epoch_20.pth": "hash mismatch", "auido2exp_00300-model.pth": "no known hash"}
+    assert verify() == {MAP70: "ok", "epoch_20.pth": "corrupt", "auido2exp_00300-model.pth": "no known hash"}
     assert len(hashed) == first_pass, "cached digests must not be recomputed"
 
     data = (folder / MAP70).read_bytes()
     (folder / MAP70).write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     os.utime(folder / MAP70, ns=(1, 1))  # a changed mtime invalidates the cache entry
-    assert verify([MAP70]) == {MAP70: "hash mismatch"}
+    assert verify([MAP70]) == {MAP70: "corrupt"}
     assert hashed[first_pass:] == [f"verify {MAP70}"] * len(hashed[first_pass:]) and len(hashed) > first_pass
 
 
@@ -614,10 +616,81 @@ def test_verify_cache_falls_back_to_user_cache(release, tmp_path, monkeypatch):
     assert len(user_cache) == 1 and MAP70 in json.loads(user_cache[0].read_text())
 
 
+class _RangeHandler(_QuietHandler):
+    """Honours ``Range: bytes=N-`` (206 + Content-Range); while ``cut_after`` is set, the first full response
+    announces the whole file but sends only that many bytes. Requests are logged in ``seen``."""
+
+    cut_after: int | None = None
+    seen: list = []
+
+    def do_GET(self):
+        data = Path(self.translate_path(self.path)).read_bytes()
+        wanted = self.headers.get("Range")
+        type(self).seen.append(wanted)
+        if wanted:
+            start = int(wanted.removeprefix("bytes=").rstrip("-"))
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.send_header("Content-Length", str(len(data) - start))
+            self.end_headers()
+            self.wfile.write(data[start:])
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        cut, type(self).cut_after = type(self).cut_after, None
+        self.wfile.write(data if cut is None else data[:cut])
+        self.close_connection = True
+
+
+def test_download_resumes_a_cut_transfer_with_a_range_request(release, tmp_path):
+    root, catalogue = release
+    target = tmp_path / "ckpt"
+    handler = type("Handler", (_RangeHandler,), {"cut_after": 1 << 20, "seen": []})
+    with _serving(root, handler) as url:
+        with pytest.raises(CheckpointNotFoundError) as caught:
+            download.ensure_checkpoints(target, [MAP70], catalogue=catalogue, base_url=url)
+        assert "resumes" in str(caught.value) and f"{url}/v0.0.2-rc/{MAP70}" in str(caught.value)
+        kept = (target / (MAP70 + ".partial")).stat().st_size
+        assert 0 < kept <= 1 << 20
+        seen = []
+        download.ensure_checkpoints(target, [MAP70], lambda *a: seen.append(a), catalogue=catalogue, base_url=url)
+    assert handler.seen == [None, f"bytes={kept}-"]  # the second request asked only for the rest
+    assert (target / MAP70).read_bytes() == (root / "v0.0.2-rc" / MAP70).read_bytes()
+    assert _leftovers(target) == [] and seen[0][1] > kept and seen[-1][1:] == (catalogue[MAP70].size,) * 2
+    assert [r.status for r in download.verify_checkpoints(target, [MAP70], catalogue=catalogue)] == ["ok"]
+
+
+def test_resumed_bytes_that_do_not_match_the_hash_are_deleted(release, tmp_path):
+    root, catalogue = release
+    target = tmp_path / "ckpt"
+    target.mkdir()
+    genuine = (root / "v0.0.2-rc" / MAP70).read_bytes()
+    (target / (MAP70 + ".partial")).write_bytes(b"\xff" * 1000)  # a stale partial file from another file
+    handler = type("Handler", (_RangeHandler,), {"seen": []})
+    with _serving(root, handler) as url, pytest.raises(CheckpointNotFoundError) as caught:
+        download.ensure_checkpoints(target, [MAP70], catalogue=catalogue, base_url=url)
+    assert handler.seen == ["bytes=1000-"] and "SHA-256" in str(caught.value) and "deleted" in str(caught.value)
+    assert _leftovers(target) == [] and not (target / MAP70).exists()
+    with _serving(root, handler) as url:  # the next attempt starts from zero and succeeds
+        download.ensure_checkpoints(target, [MAP70], catalogue=catalogue, base_url=url)
+    assert (target / MAP70).read_bytes() == genuine
+
+
+def test_verify_says_truncated_and_corrupt(release, tmp_path):
+    root, catalogue = release
+    folder = tmp_path / "ckpt"
+    data = (root / "v0.0.2-rc" / MAP70).read_bytes()
+    _raw_file(folder / MAP70, data[:-10])
+    _raw_file(folder / "epoch_20.pth", (root / "v0.0.2" / "epoch_20.pth").read_bytes() + b"x")
+    statuses = {r.name: r.status for r in download.verify_checkpoints(folder, list(catalogue), catalogue=catalogue)}
+    assert statuses == {MAP70: "truncated", "epoch_20.pth": "corrupt"}
+
+
 def test_command_line(tmp_path, monkeypatch, capsys):
     folder = _raw_file(tmp_path / "ckpt" / MAP70, b"x" * 100).parent
     assert checkpoints.main(["verify", str(folder)]) == 1
-    assert f"size mismatch  {MAP70}" in capsys.readouterr().out
+    assert f"truncated      {MAP70}  100 of" in capsys.readouterr().out
     monkeypatch.setenv(download.BASE_URL_ENV, _closed_port_url())
     assert checkpoints.main(["download", str(folder), "--size", "256"]) == 1
     err = capsys.readouterr().err
@@ -625,3 +698,25 @@ def test_command_line(tmp_path, monkeypatch, capsys):
     run = subprocess.run([sys.executable, "-m", "sadtalker_core.checkpoints", "verify", str(tmp_path / "none")],
                          capture_output=True, text=True, timeout=120, cwd=golden.REPO)
     assert run.returncode == 1 and "no official checkpoint files" in run.stdout
+
+
+def test_download_and_verify_subcommands(release, tmp_path, monkeypatch, capsys):
+    from sadtalker_core import cli
+
+    root, catalogue = release
+    folder = tmp_path / "ckpt"
+    monkeypatch.setenv(download.BASE_URL_ENV, _closed_port_url())
+    assert cli.main(["download", "--dir", str(folder), "--size", "256"]) == 1
+    err = capsys.readouterr().err  # offline: which files, which folder, which URLs
+    assert ST256 in err and MAP70 in err and MAP73 in err and str(folder.resolve()) in err
+    assert f"/v0.0.2-rc/{ST256}" in err and "no connection" in err and _leftovers(folder) == []
+
+    monkeypatch.setattr(download, "OFFICIAL_FILES", {**download.OFFICIAL_FILES, **catalogue})
+    _raw_file(folder / MAP70, (root / "v0.0.2-rc" / MAP70).read_bytes())
+    _raw_file(folder / "epoch_20.pth", b"short")
+    (folder / (ST256 + ".partial")).write_bytes(b"x" * 7)
+    assert cli.main(["verify", "--dir", str(folder), "--files", MAP70, "epoch_20.pth", ST256]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"ok             {MAP70}")
+    assert out[1].startswith("truncated      epoch_20.pth  5 of")
+    assert out[2].startswith(f"missing        {ST256}") and "7 bytes of a cut download kept" in out[2]

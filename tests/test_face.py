@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import urllib.error
+import urllib.request
 
 import cv2
 import numpy as np
@@ -187,11 +188,10 @@ def test_fan_missing_weights_name_files_and_folders(tmp_path, monkeypatch):
 def test_fan_failed_download_is_reported_and_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
 
-    def offline(url, dst, *args, **kwargs):
-        open(dst, "wb").write(b"partial")
+    def offline(*args, **kwargs):
         raise urllib.error.URLError("Name or service not known")
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)  # what sadtalker_core.download.fetch_file calls
     with pytest.raises(CheckpointNotFoundError, match="download failed"):
         detect_faces(np.zeros((64, 64, 3), np.uint8), "fan", weights_dir=tmp_path / "empty")
     assert not list((tmp_path / "torch_home").rglob("*.partial"))

@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..checkpoints import torch_load_weights
-from ..errors import CheckpointNotFoundError, CorruptCheckpointError, NoFaceError, OptionError
+from ..errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, NoFaceError, OptionError
 
 BACKENDS = ("auto", "fan", "dlib")
 DLIB_DETECTORS = ("hog", "mmod")
@@ -282,16 +282,14 @@ def _fan_file(names: Sequence[str], weights_dir, download: bool) -> Path:
     fix = (f"Download {_FAN_URLS[primary]} and put it in the checkpoint folder, or use backend='dlib' "
            "(offline). ")
     if download:
+        from ..download import fetch_file  # the checkpoints' downloader: resumes a cut transfer next time
+
         hub.mkdir(parents=True, exist_ok=True)
-        partial = hub / (primary + ".partial")
         try:
-            torch.hub.download_url_to_file(_FAN_URLS[primary], str(partial), progress=False)
-        except OSError as error:  # URLError and socket errors are OSErrors
-            partial.unlink(missing_ok=True)
+            return fetch_file(_FAN_URLS[primary], hub / primary)
+        except (OSError, CheckpointError) as error:  # URLError and socket errors are OSErrors
             raise CheckpointNotFoundError(f"The fan face backend needs {' or '.join(names)}, not found in {where}, "
                                           f"and the download failed ({error}). {fix}") from error
-        partial.replace(hub / primary)
-        return hub / primary
     raise CheckpointNotFoundError(f"The fan face backend needs {' or '.join(names)}, not found in {where} "
                                   f"(downloads are off). {fix}")
 
