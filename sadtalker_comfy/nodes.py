@@ -157,7 +157,8 @@ class SadTalkerAnimate:
 
                 result = sadtalker.talker.generate(portrait, speech, output_path=target, on_frames=keep,
                                                    progress=progress.stage_callback(index), **options)
-                frames.append(_resize_all(np.concatenate(chunks), frames[0].shape[1:3] if frames else None))
+                frames.append(_resize_all(_even_size(np.concatenate(chunks)),
+                                          frames[0].shape[1:3] if frames else None))
                 sounds.append(_track(audio, result.info["num_frames"] / options["fps"]))
         out = torch.from_numpy(np.concatenate(frames)).float().div_(255.0)
         sound = {"waveform": torch.cat([s["waveform"] for s in sounds], dim=-1), "sample_rate": sounds[0]["sample_rate"]}
@@ -246,6 +247,15 @@ def _uint8_images(image) -> list[np.ndarray]:
         array = array[None]
     array = array[..., :3]
     return [np.ascontiguousarray(a) for a in (array * 255.0).round().clip(0, 255).astype(np.uint8)]
+
+
+def _even_size(frames: np.ndarray) -> np.ndarray:
+    """Odd widths/heights (the aspect restore follows the crop box) padded by repeating the last column/row,
+    as the core's mp4 writer does: H.264 in yuv420p, and so ComfyUI's own video nodes, need even sizes."""
+    height, width = frames.shape[1:3]
+    if height % 2 == 0 and width % 2 == 0:
+        return frames
+    return np.pad(frames, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
 
 
 def _resize_all(frames: np.ndarray, size_hw) -> np.ndarray:

@@ -172,6 +172,7 @@ def test_example_workflow_renders_frames_audio_and_video(comfy, speech_clip):
     assert len(sizes) == 1
     (width, height), = sizes
     assert min(width, height) >= 200  # the 256 render, aspect restored to the crop box
+    assert width % 2 == 0 and height % 2 == 0  # as the mp4 has them, and ComfyUI's video encoders need
 
     saved, = outputs["4"]["images"]  # the mp4 the node wrote
     assert saved["filename"].endswith(".mp4") and saved["type"] == "output"
@@ -194,7 +195,8 @@ def test_interrupt_stops_a_running_prompt(comfy):
     host, client = comfy
     prompt = _example()
     animate = prompt["4"]["inputs"]
-    animate.update(idle_seconds=8.0, seed=11, filename_prefix="sadtalker/interrupted")  # 200 frames: minutes
+    # 200 frames (many minutes on a CPU) in batches of one: the interrupt is seen after one frame at most
+    animate.update(idle_seconds=8.0, seed=11, batch_size=1, filename_prefix="sadtalker/interrupted")
     for node in ("5", "6", "7", "8", "9"):
         del prompt[node]
     before = _named(host, "interrupted")
@@ -211,7 +213,7 @@ def test_interrupt_stops_a_running_prompt(comfy):
     kinds = [m[0] for m in entry["status"]["messages"]]
     assert "execution_interrupted" in kinds, entry["status"]
     assert "execution_success" not in kinds
-    assert stopped_after < 60, stopped_after  # one render batch at most, not the 200 frames
+    assert stopped_after < 90, stopped_after  # one frame at most, not the 200 frames
     assert _named(host, "interrupted") == before  # no video, and no partial file, left
     assert _sadtalker_temp_files(host) == []
     assert client.get("/system_stats")["system"]["comfyui_version"]
