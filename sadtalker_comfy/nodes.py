@@ -153,7 +153,7 @@ class SadTalkerAnimate:
 
                 def keep(batch, chunks=chunks):
                     chunks.append(batch)
-                    progress.preview = batch[-1]
+                    progress.show(batch[-1])
 
                 result = sadtalker.talker.generate(portrait, speech, output_path=target, on_frames=keep,
                                                    progress=progress.stage_callback(index), **options)
@@ -221,23 +221,24 @@ class _Progress:
         import comfy.utils
 
         self.bar = comfy.utils.ProgressBar(100 * portraits)
-        self.preview = None
 
     def stage_callback(self, index: int):
         import comfy.model_management as mm
-        from PIL import Image
 
         def report(stage: str, done: int, total: int) -> None:
             mm.throw_exception_if_processing_interrupted()
             step = self._BEFORE_RENDER.get(stage)
             if step is None:  # render: 10..100
                 step = 10 + (90 * done // total if total else 0)
-            preview = None
-            if stage == "render" and self.preview is not None:
-                preview = ("JPEG", Image.fromarray(self.preview), 512)
-            self.bar.update_absolute(100 * index + step, preview=preview)
+            self.bar.update_absolute(100 * index + step)
 
         return report
+
+    def show(self, frame: np.ndarray) -> None:
+        """The latest finished frame as the node's preview (ComfyUI sends it to the browser as a JPEG)."""
+        from PIL import Image
+
+        self.bar.update_absolute(self.bar.current, preview=("JPEG", Image.fromarray(frame), 512))
 
 
 def _uint8_images(image) -> list[np.ndarray]:

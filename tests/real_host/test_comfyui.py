@@ -7,6 +7,7 @@ goes through ComfyUI's HTTP API: /object_info, POST /prompt, /history, POST /int
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import socket
@@ -45,6 +46,7 @@ def _free_port() -> int:
 class Client:
     def __init__(self, url: str):
         self.url = url
+        self.client_id = "sadtalker-tests"
 
     def get(self, path: str):
         with urllib.request.urlopen(self.url + path, timeout=30) as reply:
@@ -61,7 +63,7 @@ class Client:
             return error.code, json.load(error)
 
     def queue(self, prompt: dict) -> str:
-        code, reply = self.post("/prompt", {"prompt": prompt, "client_id": "sadtalker-tests"})
+        code, reply = self.post("/prompt", {"prompt": prompt, "client_id": self.client_id})
         assert code == 200 and "prompt_id" in reply, (code, reply)
         return reply["prompt_id"]
 
@@ -154,11 +156,47 @@ def test_nodes_are_listed_with_the_option_table(comfy):
     assert crop["output"] == ["IMAGE", "IMAGE"] and crop["input"]["required"]["image"][0] == "IMAGE"
 
 
+class Listener:
+    """ComfyUI's websocket for one client id: JSON events and binary previews, collected in a thread."""
+
+    def __init__(self, host, client_id: str):
+        import threading
+
+        import websocket  # websocket-client
+
+        self.events: list[dict] = []
+        self.previews: list[bytes] = []
+        self.socket = websocket.create_connection(f"ws://127.0.0.1:{host.port}/ws?clientId={client_id}", timeout=600)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        import websocket
+
+        try:
+            while True:
+                message = self.socket.recv()
+                if isinstance(message, bytes):
+                    self.previews.append(message)
+                else:
+                    self.events.append(json.loads(message))
+        except (websocket.WebSocketException, OSError):
+            pass
+
+    def close(self) -> None:
+        self.socket.close()
+        self.thread.join(10)
+
+
 def test_example_workflow_renders_frames_audio_and_video(comfy, speech_clip):
     host, client = comfy
+    listener = Listener(host, client.client_id)
     started = time.monotonic()
-    entry = client.wait(client.queue(_example()))
-    seconds = time.monotonic() - started
+    try:
+        entry = client.wait(client.queue(_example()))
+    finally:
+        seconds = time.monotonic() - started
+        listener.close()
     errors = [m for m in entry["status"]["messages"] if m[0] == "execution_error"]
     assert entry["status"]["status_str"] == "success", json.dumps(errors)[:2000] + host.log_tail()
     outputs = entry["outputs"]
@@ -187,6 +225,14 @@ def test_example_workflow_renders_frames_audio_and_video(comfy, speech_clip):
     preview, = outputs["9"]["images"]  # Face Crop preview of the source with the crop region drawn
     drawn = Image.open(host.data / preview["type"] / preview["subfolder"] / preview["filename"])
     assert drawn.size == Image.open(host.data / "input" / "sadtalker_portrait.png").size
+    # progress of the Animate node on ComfyUI's bar, up to its end, and the frames as previews while rendering
+    steps = [e["data"]["value"] for e in listener.events if e["type"] == "progress" and e["data"]["node"] == "4"]
+    assert steps and steps == sorted(steps) and steps[-1] == 100, steps
+    jpegs = [m[8:] for m in listener.previews if m[:8] == (1).to_bytes(4, "big") + (1).to_bytes(4, "big")]
+    assert jpegs, f"no preview image among {len(listener.previews)} binary messages"
+    # ComfyUI scales previews to fit 512 px (the node asks for at most 512): same aspect as the frames
+    preview_w, preview_h = Image.open(io.BytesIO(jpegs[-1])).size
+    assert max(preview_w, preview_h) == 512 and preview_w / preview_h == pytest.approx(width / height, rel=0.02)
     assert _sadtalker_temp_files(host) == []
     print(f"\nexample workflow: {expected} frames {width}x{height} in {seconds:.1f} s")
 
@@ -200,15 +246,20 @@ def test_interrupt_stops_a_running_prompt(comfy):
     for node in ("5", "6", "7", "8", "9"):
         del prompt[node]
     before = _named(host, "interrupted")
-    prompt_id = client.queue(prompt)
-    deadline = time.monotonic() + 120
-    while not client.get("/queue")["queue_running"]:
-        assert time.monotonic() < deadline, "the prompt never started"
-        time.sleep(0.2)
-    time.sleep(4)  # into the job (the Loader is cached: Animate starts at once)
-    interrupted_at = time.monotonic()
-    assert client.post("/interrupt", {})[0] == 200
-    entry = client.wait(prompt_id, timeout=120)
+    listener = Listener(host, client.client_id)
+    try:
+        prompt_id = client.queue(prompt)
+        deadline = time.monotonic() + 300
+        # wait until the render loop runs: the first finished frame comes as a preview
+        while not listener.previews:
+            assert time.monotonic() < deadline, "the render never started"
+            time.sleep(0.2)
+        interrupted_at = time.monotonic()
+        assert client.post("/interrupt", {})[0] == 200
+        entry = client.wait(prompt_id, timeout=120)
+    finally:
+        listener.close()
+        client.post("/interrupt", {})  # a failed check must not leave the 200 frames running for the next test
     stopped_after = time.monotonic() - interrupted_at
     kinds = [m[0] for m in entry["status"]["messages"]]
     assert "execution_interrupted" in kinds, entry["status"]
