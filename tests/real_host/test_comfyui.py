@@ -176,6 +176,8 @@ class Listener:
         try:
             while True:
                 message = self.socket.recv()
+                if not message:  # closed
+                    break
                 if isinstance(message, bytes):
                     self.previews.append(message)
                 else:
