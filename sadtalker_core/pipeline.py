@@ -93,7 +93,10 @@ class SadTalker:
     # ------------------------------------------------------------------------------------------------------
     def generate(self, source_image, driven_audio=None, *, result_dir: str | os.PathLike | None = None,
                  output_path: str | os.PathLike | None = None, progress: ProgressFn | None = None,
-                 cancel=None, keep_intermediates: bool = False, **options) -> GenerationResult:
+                 cancel=None, keep_intermediates: bool = False,
+                 on_frames: Callable[[np.ndarray], None] | None = None, **options) -> GenerationResult:
+        """``on_frames`` receives each batch of finished frames, (N, H, W, 3) uint8, as it is written (front
+        ends that keep the frames themselves, such as the ComfyUI nodes)."""
         opts = validate_options(options)
         if opts["seed"] is None:
             # Runs vary like the original, but the seed used is reported so any run can be reproduced.
@@ -124,7 +127,7 @@ class SadTalker:
             if keep_intermediates:
                 np.save(out_path.with_suffix(".coeffs.npy"), generated)
 
-            rendered = self._render_video(image, source, generated, audio_track, opts, out_path, job)
+            rendered = self._render_video(image, source, generated, audio_track, opts, out_path, job, on_frames)
         except BaseException:
             out_path.with_suffix(".coeffs.npy").unlink(missing_ok=True)
             raise
@@ -258,7 +261,7 @@ class SadTalker:
         return coeffs.tile_frames(generated, features.num_frames)
 
     def _render_video(self, image: np.ndarray, source: "_Source", generated: np.ndarray, audio_track,
-                      opts: dict, out_path: Path, job: _Job) -> dict:
+                      opts: dict, out_path: Path, job: _Job, on_frames=None) -> dict:
         size, preprocess = opts["size"], opts["preprocess"]
         num_frames = generated.shape[0]
         targets = animate.render_targets(generated, source.coeff, preprocess, opts["still"],
@@ -293,7 +296,10 @@ class SadTalker:
                     animate.semantic_windows(targets), yaw=cameras["yaw"], pitch=cameras["pitch"],
                     roll=cameras["roll"], batch_size=opts["batch_size"], dtype=self.render_dtype,
                     progress=on_render, cancel=job.cancel):
-                writer.write(finish(frames).cpu().numpy())
+                finished = finish(frames).cpu().numpy()
+                writer.write(finished)
+                if on_frames is not None:
+                    on_frames(finished)
         return {"output_size": list(writer.encoded_size)}  # what the file holds, padded to even sizes
 
 

@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh --browser
 export HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False PYTHONDONTWRITEBYTECODE=1
+# The real ComfyUI the `comfyui` tests start (tree + venv cached by the hash of their pins, outside the checkout).
+.venv/bin/python tools/comfy_host.py prepare
 status=0
 # The real WebUI sources (../shared/hosts, or $SADTALKER_SHARED_HOSTS), unpacked once for the static
 # conformance checks of the host double (tests/test_host_conformance.py) and used by the real-host runs below.

@@ -1,0 +1,332 @@
+"""The ComfyUI nodes: SadTalker Loader, SadTalker Animate, SadTalker Face Crop.
+
+Thin: inputs in ComfyUI's types (IMAGE tensors, the AUDIO waveform dict) become what ``sadtalker_core``
+takes, ``SadTalker.generate`` does the work, and its frames come back as IMAGE. Progress goes to ComfyUI's
+progress bar (with the latest frame as preview), ComfyUI's interrupt is honoured at every progress step,
+errors are raised with the core's message (ComfyUI shows it on the node), and the only files written outside
+the output folder live in a temporary folder removed when the node returns.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import wave
+from pathlib import Path
+
+import folder_paths
+import numpy as np
+
+from sadtalker_core.options import OPTIONS_BY_NAME, validate_options
+
+from . import widgets
+
+MODEL_FOLDER = "sadtalker"
+MODEL_TYPE = "SADTALKER_MODEL"
+CATEGORY = "SadTalker"
+
+# ComfyUI's models/sadtalker (extra_model_paths.yaml may add more under the same name).
+folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER))
+
+
+def checkpoint_choices() -> list[str]:
+    """``.`` (the registered folder itself) and its sub-folders: each may hold one set of checkpoints."""
+    names = ["."]
+    for base in folder_paths.get_folder_paths(MODEL_FOLDER):
+        if os.path.isdir(base):
+            names += sorted(entry.name for entry in os.scandir(base) if entry.is_dir() and entry.name not in names)
+    return names
+
+
+def checkpoint_dir(name: str) -> Path:
+    bases = folder_paths.get_folder_paths(MODEL_FOLDER)
+    for base in bases:
+        candidate = Path(base, name)
+        if candidate.is_dir():
+            return candidate
+    return Path(bases[0], name)  # missing: the loader's error names where the files were looked for
+
+
+class SadTalkerHandle:
+    """What flows between the nodes: one loaded ``SadTalker`` and the size its networks were loaded for.
+
+    ComfyUI keeps the Loader's output cached, so the networks stay loaded between prompts; when ComfyUI drops
+    its caches ("free model and node cache", or a changed Loader input) the handle goes and the networks with it.
+    """
+
+    def __init__(self, talker, size: int):
+        self.talker = talker
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"SadTalker({self.talker.checkpoint_dir}, size {self.size}, {self.talker.device})"
+
+
+class SadTalkerLoader:
+    DESCRIPTION = "Loads the SadTalker networks from a folder under models/sadtalker."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (MODEL_TYPE,)
+    RETURN_NAMES = ("sadtalker",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "checkpoints": (checkpoint_choices(), {"tooltip": "Folder with the SadTalker checkpoints: '.' is "
+                                                   "models/sadtalker itself, other names its sub-folders."}),
+            "size": widgets.widget(OPTIONS_BY_NAME["size"]),
+            "device": (["auto", "cpu"], {"default": "auto", "tooltip": "auto: ComfyUI's device."}),
+            "precision": (["auto", "fp32", "fp16", "bf16"], {
+                "default": "auto", "tooltip": "Renderer precision; auto: half where ComfyUI uses it, else fp32."}),
+        }}
+
+    def load(self, checkpoints, size, device, precision):
+        import comfy.model_management as mm
+        import torch
+
+        from sadtalker_core import SadTalker
+
+        size = widgets.option_value(OPTIONS_BY_NAME["size"], size)
+        torch_device = mm.get_torch_device() if device == "auto" else torch.device("cpu")
+        if precision == "auto":
+            dtype = torch.float16 if mm.should_use_fp16(torch_device) else torch.float32
+        else:
+            dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        # download=False: a node never fetches files behind the user's back; the error says where they go
+        talker = SadTalker(checkpoint_dir(checkpoints), device=torch_device, dtype=dtype, download=False)
+        talker.models.prepare(size, "crop")  # a wrong folder fails here, on the Loader node
+        return (SadTalkerHandle(talker, size),)
+
+
+class SadTalkerAnimate:
+    DESCRIPTION = ("Animates each portrait of the IMAGE batch with the speech of AUDIO. Outputs the frames "
+                   "(IMAGE), the matching audio and the frame rate, for ComfyUI's video nodes; optionally saves "
+                   "the mp4 itself.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT")
+    RETURN_NAMES = ("frames", "audio", "fps")
+    FUNCTION = "animate"
+    OUTPUT_NODE = True  # the saved video shows in the UI and in /history
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "sadtalker": (MODEL_TYPE,),
+                "image": ("IMAGE", {"tooltip": "Portrait(s); each image of the batch gives one video, one after "
+                                               "the other in the output frames."}),
+                **widgets.input_types(),
+                "save_video": ("BOOLEAN", {"default": True, "tooltip": "Also write the mp4 (with sound) to the "
+                                                                      "output folder."}),
+                "filename_prefix": ("STRING", {"default": "sadtalker/SadTalker"}),
+            },
+            "optional": {
+                "audio": ("AUDIO", {"tooltip": "Speech; not needed with idle_seconds."}),
+            },
+        }
+
+    def animate(self, sadtalker, image, save_video=True, filename_prefix="sadtalker/SadTalker", audio=None,
+                **values):
+        import torch
+
+        options = {o.name: widgets.option_value(o, values[o.name]) for o in widgets.ANIMATE_OPTIONS}
+        for name in ("ref_eyeblink", "ref_pose", "ref_video"):
+            if options[name] is not None:
+                options[name] = _input_path(options[name])
+        options = validate_options(options, size=sadtalker.size)
+        if audio is None and options["idle_seconds"] is None:
+            raise ValueError("SadTalker Animate needs speech: connect an AUDIO input (e.g. Load Audio), or set "
+                             "idle_seconds for a video without speech.")
+        portraits = _uint8_images(image)
+        progress = _Progress(len(portraits))
+        videos, frames, sounds = [], [], []
+        temp_root = Path(folder_paths.get_temp_directory())
+        temp_root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="sadtalker_", dir=temp_root) as temp:
+            speech = _write_wav(audio, Path(temp) / "speech.wav") if audio is not None else None
+            for index, portrait in enumerate(portraits):
+                target = Path(temp) / f"video_{index}.mp4"
+                if save_video:
+                    target, saved = _output_file(filename_prefix, portrait)
+                    videos.append(saved)
+                chunks: list[np.ndarray] = []
+
+                def keep(batch, chunks=chunks):
+                    chunks.append(batch)
+                    progress.show(batch[-1])
+
+                result = sadtalker.talker.generate(portrait, speech, output_path=target, on_frames=keep,
+                                                   progress=progress.stage_callback(index), **options)
+                frames.append(_resize_all(_even_size(np.concatenate(chunks)),
+                                          frames[0].shape[1:3] if frames else None))
+                sounds.append(_track(audio, result.info["num_frames"] / options["fps"]))
+        out = torch.from_numpy(np.concatenate(frames)).float().div_(255.0)
+        sound = {"waveform": torch.cat([s["waveform"] for s in sounds], dim=-1), "sample_rate": sounds[0]["sample_rate"]}
+        ui = {"images": videos, "animated": (True,)} if videos else {}
+        return {"ui": ui, "result": (out, sound, float(options["fps"]))}
+
+
+class SadTalkerFaceCrop:
+    DESCRIPTION = ("Shows what SadTalker animates: the face crop the networks see, and the source with the crop "
+                   "region (green) and, in full/extfull modes, the paste-back box (red).")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "IMAGE")
+    RETURN_NAMES = ("crop", "preview")
+    FUNCTION = "crop"
+    _OPTIONS = ("preprocess", "size", "face_detector", "face_index", "face_box")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",), **widgets.input_types([OPTIONS_BY_NAME[n] for n in cls._OPTIONS])},
+                "optional": {"sadtalker": (MODEL_TYPE, {"tooltip": "Where the fan backend finds its weights "
+                                                                   "and which device it runs on."})}}
+
+    def crop(self, image, sadtalker=None, **values):
+        import cv2
+        import torch
+
+        from sadtalker_core import paste
+        from sadtalker_core.face import crop, landmarks
+
+        options = validate_options({n: widgets.option_value(OPTIONS_BY_NAME[n], values[n]) for n in self._OPTIONS})
+        if sadtalker is not None:
+            where = dict(weights_dir=sadtalker.talker.checkpoint_dir, device=str(sadtalker.talker.device))
+        else:
+            where = dict(weights_dir=checkpoint_dir("."), device="cpu")
+        crops, previews = [], []
+        for picture in _uint8_images(image):
+            face = landmarks.locate_face(picture, backend=options["face_detector"], face_box=options["face_box"],
+                                         face_index=options["face_index"], **where)
+            result = crop.crop_face(picture, face.landmarks68, options["preprocess"], options["size"])
+            preview = picture.copy()
+            thickness = max(2, round(max(picture.shape[:2]) / 300))
+            x0, y0, x1, y1 = (int(v) for v in result.region)
+            cv2.rectangle(preview, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 0), thickness)
+            if options["preprocess"] in ("full", "extfull"):
+                x0, y0, x1, y1 = paste.paste_box(result.crop_info, options["preprocess"])
+                cv2.rectangle(preview, (x0, y0), (x1 - 1, y1 - 1), (255, 0, 0), thickness)
+            crops.append(result.frame)
+            previews.append(preview)
+        as_image = lambda arrays: torch.from_numpy(np.stack(arrays)).float().div_(255.0)  # noqa: E731
+        return (as_image(crops), as_image(previews))
+
+
+# -- helpers ---------------------------------------------------------------------------------------------
+class _Progress:
+    """Pipeline stages -> ComfyUI's progress bar (100 steps per portrait); the interrupt is checked each time."""
+
+    _BEFORE_RENDER = {"audio": 0, "load": 2, "face": 4, "reference": 6, "coeffs": 8}
+
+    def __init__(self, portraits: int):
+        import comfy.utils
+
+        self.bar = comfy.utils.ProgressBar(100 * portraits)
+
+    def stage_callback(self, index: int):
+        import comfy.model_management as mm
+
+        def report(stage: str, done: int, total: int) -> None:
+            mm.throw_exception_if_processing_interrupted()
+            step = self._BEFORE_RENDER.get(stage)
+            if step is None:  # render: 10..100
+                step = 10 + (90 * done // total if total else 0)
+            self.bar.update_absolute(100 * index + step)
+
+        return report
+
+    def show(self, frame: np.ndarray) -> None:
+        """The latest finished frame as the node's preview (ComfyUI sends it to the browser as a JPEG)."""
+        from PIL import Image
+
+        self.bar.update_absolute(self.bar.current, preview=("JPEG", Image.fromarray(frame), 512))
+
+
+def _uint8_images(image) -> list[np.ndarray]:
+    """IMAGE (B, H, W, C) floats in 0..1 -> B RGB uint8 arrays."""
+    array = image.detach().cpu().float().numpy()
+    if array.ndim == 3:
+        array = array[None]
+    array = array[..., :3]
+    return [np.ascontiguousarray(a) for a in (array * 255.0).round().clip(0, 255).astype(np.uint8)]
+
+
+def _even_size(frames: np.ndarray) -> np.ndarray:
+    """Odd widths/heights (the aspect restore follows the crop box) padded by repeating the last column/row,
+    as the core's mp4 writer does: H.264 in yuv420p, and so ComfyUI's own video nodes, need even sizes."""
+    height, width = frames.shape[1:3]
+    if height % 2 == 0 and width % 2 == 0:
+        return frames
+    return np.pad(frames, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+
+
+def _resize_all(frames: np.ndarray, size_hw) -> np.ndarray:
+    """Later portraits of a batch may give another frame size (the crop follows the face): match the first."""
+    if size_hw is None or frames.shape[1:3] == tuple(size_hw):
+        return frames
+    import cv2
+
+    height, width = size_hw
+    return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames])
+
+
+def _write_wav(audio: dict, path: Path) -> Path:
+    """ComfyUI's AUDIO (waveform (B, C, N) floats, sample_rate) -> 16-bit PCM WAV of its first item."""
+    waveform = audio["waveform"]
+    samples = waveform[0] if waveform.dim() == 3 else waveform
+    if samples.shape[-1] == 0:
+        raise ValueError("the AUDIO input is empty (0 samples); give speech to animate.")
+    pcm = (samples.detach().cpu().float().clamp(-1.0, 1.0).numpy().T * 32767.0).round().astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(pcm.shape[1])
+        out.setsampwidth(2)
+        out.setframerate(int(audio["sample_rate"]))
+        out.writeframes(pcm.tobytes())
+    return path
+
+
+def _track(audio: dict | None, seconds: float) -> dict:
+    """The sound of one video, as AUDIO: the input's first item cut or padded to the video's length."""
+    import torch
+
+    if audio is None:
+        rate = 16000
+        return {"waveform": torch.zeros(1, 1, round(seconds * rate)), "sample_rate": rate}
+    rate = int(audio["sample_rate"])
+    waveform = audio["waveform"]
+    waveform = (waveform if waveform.dim() == 3 else waveform[None])[:1]
+    length = round(seconds * rate)
+    if waveform.shape[-1] >= length:
+        return {"waveform": waveform[..., :length], "sample_rate": rate}
+    pad = torch.zeros(*waveform.shape[:-1], length - waveform.shape[-1], dtype=waveform.dtype)
+    return {"waveform": torch.cat([waveform, pad], dim=-1), "sample_rate": rate}
+
+
+def _output_file(prefix: str, portrait: np.ndarray) -> tuple[Path, dict]:
+    """A new mp4 path in ComfyUI's output folder, and how the UI refers to it."""
+    output_dir = folder_paths.get_output_directory()
+    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
+        prefix, output_dir, portrait.shape[1], portrait.shape[0])
+    os.makedirs(folder, exist_ok=True)
+    filename = f"{name}_{counter:05}_.mp4"
+    while os.path.exists(os.path.join(folder, filename)):  # several portraits in one call
+        counter += 1
+        filename = f"{name}_{counter:05}_.mp4"
+    return Path(folder, filename), {"filename": filename, "subfolder": subfolder, "type": "output"}
+
+
+def _input_path(value: str) -> str:
+    """A reference video: an absolute path, or a file name in ComfyUI's input folder."""
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else Path(folder_paths.get_input_directory(), value))
+
+
+NODE_CLASS_MAPPINGS = {
+    "SadTalkerLoader": SadTalkerLoader,
+    "SadTalkerAnimate": SadTalkerAnimate,
+    "SadTalkerFaceCrop": SadTalkerFaceCrop,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "SadTalkerLoader": "SadTalker Loader",
+    "SadTalkerAnimate": "SadTalker Animate",
+    "SadTalkerFaceCrop": "SadTalker Face Crop",
+}
