@@ -43,37 +43,71 @@ class RunnerConfig:
     dtype: Any = None
     keep_loaded: bool = True
     extra_sidecar: dict = field(default_factory=dict)
+    # C2PA signing certificate chain and key (PEM paths); None: $SADTALKER_C2PA_CERT / _KEY, else unsigned
+    c2pa_cert: Path | None = None
+    c2pa_key: Path | None = None
 
 
 class JobControl:
-    """Progress and cancellation of the job in flight (standalone flavour: an event and a dict).
+    """Progress, live preview and cancellation of the job in flight (standalone flavour: an event, a dict
+    and the newest frame).
 
     The WebUI extension subclasses this to report through ``shared.state`` and to honour the host's
-    Interrupt.
+    Interrupt. Pass ``preview=control.preview`` to the job to collect frames (``latest_frame``).
     """
 
     def __init__(self):
         self._cancel = threading.Event()
+        self._lock = threading.Lock()  # progress comes from the job's thread, snapshots from request threads
         self._snapshot: dict = {"active": False}
+        self._frame: Any = None
+        self._stage_started = 0.0
 
     @contextlib.contextmanager
     def scope(self, title: str) -> Iterator[tuple[Callable[[str, int, int], None], Any]]:
         self._cancel.clear()
-        self._snapshot = {"active": True, "job": title, "stage": None, "done": 0, "total": 0,
-                          "started": time.time()}
+        with self._lock:
+            self._snapshot = {"active": True, "job": title, "stage": None, "done": 0, "total": 0,
+                              "started": time.time(), "eta_s": None, "frames_previewed": 0}
+            self._frame = None
         try:
             yield self.progress, self._cancel
         finally:
-            self._snapshot = {"active": False}
+            with self._lock:
+                self._snapshot = {"active": False}
+                self._frame = None  # a finished job has no preview: the video replaces it
 
     def progress(self, stage: str, done: int, total: int) -> None:
-        self._snapshot.update(stage=stage, done=done, total=total)
+        now = time.time()
+        with self._lock:
+            if stage != self._snapshot.get("stage"):
+                self._stage_started = now
+            eta = None
+            if 0 < done < total:
+                # the stage's own pace: rendering dominates a job, and its batches take equal time
+                eta = round((now - self._stage_started) / done * (total - done), 1)
+            elif total and done >= total:
+                eta = 0.0
+            self._snapshot.update(stage=stage, done=done, total=total, eta_s=eta)
+
+    def preview(self, frame: Any) -> None:
+        """Keeps ``frame`` (uint8 RGB, H x W x 3) as the newest picture of the job in flight."""
+        with self._lock:
+            if self._snapshot.get("active"):
+                self._frame = frame
+                self._snapshot["frames_previewed"] += 1
+
+    def latest_frame(self) -> Any:
+        """The newest previewed frame of the job in flight, or ``None``."""
+        with self._lock:
+            return self._frame
 
     def interrupt(self) -> None:
         self._cancel.set()
 
     def snapshot(self) -> dict:
-        return dict(self._snapshot)
+        with self._lock:
+            return dict(self._snapshot)
 
 
 def _default_talker_factory(checkpoint_dir: Path, device: Any, dtype: Any):
@@ -173,10 +207,20 @@ class JobRunner:
             self._after_unload()
 
     def run(self, source_image: Any, driven_audio: Any, options: dict | None = None, *,
-            progress: Progress | None = None, cancel: Any = None) -> JobResult:
-        """Validates ``options``, generates, writes the sidecar JSON; unloads afterwards unless kept loaded."""
+            progress: Progress | None = None, cancel: Any = None,
+            preview: Callable[[Any], None] | None = None) -> JobResult:
+        """Validates ``options``, generates, writes the sidecar JSON; unloads afterwards unless kept loaded.
+        ``preview(frame)`` gets the newest finished frame after every rendered batch (see ``SadTalker``)."""
+        from .provenance import C2paCredentials
+
         options = validate_options(options or {})
         config = self.config()
+        extra: dict[str, Any] = {}
+        if preview is not None:
+            extra["preview"] = preview
+        signing = C2paCredentials.resolve(config.c2pa_cert, config.c2pa_key)
+        if signing is not None:
+            extra["signing"] = signing
         checkpoint_dir = find_checkpoint_dir(config.checkpoint_dirs, size=options["size"],
                                              preprocess=options["preprocess"])
         result_dir = Path(config.output_dir) / _dt.date.today().isoformat()
@@ -184,7 +228,7 @@ class JobRunner:
         talker = self._talker(config, checkpoint_dir)
         try:
             result = talker.generate(source_image, driven_audio, result_dir=result_dir, progress=progress,
-                                     cancel=cancel, **options)
+                                     cancel=cancel, **extra, **options)
         finally:
             if not config.keep_loaded:
                 self.unload()
