@@ -270,7 +270,7 @@ def build_ui(runner: JobRunner, control: JobControl, *, lock: ContextManager | N
                         shown = frame
                         yield (gr.update(value=frame, visible=True),) + (gr.update(),) * 4
             finally:
-                if worker.is_alive():  # the page went away mid-job: stop rendering, keep the lock fair
+                if worker.is_alive():  # the page went away mid-job: stop rendering instead of holding the lock
                     control.interrupt()
                     worker.join()
             if "error" in outcome:
