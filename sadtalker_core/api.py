@@ -24,7 +24,7 @@ from typing import Any, Callable, ContextManager, Sequence
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from . import __version__
@@ -186,7 +186,7 @@ def _resolve_aliases(payload: dict) -> dict:
 def add_routes(app, runner: JobRunner, *, lock: ContextManager, control: JobControl | None = None,
                dependencies: Sequence = (), limits: Limits | Callable[[], Limits] = Limits(),
                prefix: str = PREFIX) -> JobControl:
-    """Registers generate / status / options / progress / interrupt on ``app``; returns the job control.
+    """Registers generate / status / options / progress / preview / interrupt on ``app``; returns the job control.
 
     ``lock`` serializes jobs (the host's ``queue_lock``: UI and API jobs never overlap).
     """
@@ -202,7 +202,7 @@ def add_routes(app, runner: JobRunner, *, lock: ContextManager, control: JobCont
             image, audio, options = parse_generate_request(payload, Path(workdir), current_limits())
             with lock, control.scope("sadtalker-api", runner.timings) as (progress, cancel):
                 result = runner.run(image, str(audio) if audio else None, options, progress=progress,
-                                    cancel=cancel)
+                                    cancel=cancel, preview=control.preview)
         return {
             "video": base64.b64encode(result.video_path.read_bytes()).decode("ascii"),
             "info": result.info,
@@ -227,13 +227,25 @@ def add_routes(app, runner: JobRunner, *, lock: ContextManager, control: JobCont
             return _error_response(500, type(error).__name__, None, str(error))
 
     def status():
-        return {**runner.status(), "busy": bool(control.snapshot().get("active"))}
+        job = control.snapshot()
+        return {**runner.status(), "busy": bool(job.get("active")), "job": job}
 
     def options():
         return {"options": describe_options(), "version": __version__}
 
     def progress():
         return control.snapshot()
+
+    def preview():
+        frame = control.latest_frame()
+        if frame is None:
+            return _error_response(404, "NoPreview", None, "no frame yet: previews exist only while a job is "
+                                                           "rendering (see /status).")
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray(frame).save(buffer, format="PNG", compress_level=1)
+        return Response(content=buffer.getvalue(), media_type="image/png", headers={"Cache-Control": "no-store"})
 
     def interrupt():
         control.interrupt()
@@ -245,11 +257,14 @@ def add_routes(app, runner: JobRunner, *, lock: ContextManager, control: JobCont
                       openapi_extra={"requestBody": {"content": {"application/json": {
                           "schema": _request_schema()}}, "required": True}})
     app.add_api_route(f"{prefix}/status", status, methods=["GET"], dependencies=deps,
-                      summary="Checkpoints found, device, version")
+                      summary="Checkpoints found, device, version; the running job's stage, frames, ETA")
     app.add_api_route(f"{prefix}/options", options, methods=["GET"], dependencies=deps,
                       summary="Every generation option: default, type, help")
     app.add_api_route(f"{prefix}/progress", progress, methods=["GET"], dependencies=deps,
                       summary="The job in flight")
+    app.add_api_route(f"{prefix}/preview", preview, methods=["GET"], dependencies=deps,
+                      summary="The running job's newest frame as PNG (404 when none)",
+                      responses={200: {"content": {"image/png": {}}}, 404: {"description": "no frame yet"}})
     app.add_api_route(f"{prefix}/interrupt", interrupt, methods=["POST"], dependencies=deps,
                       summary="Stop the job in flight between batches")
     return control

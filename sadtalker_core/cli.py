@@ -14,7 +14,8 @@ from typing import Sequence
 
 from .errors import Cancelled, SadTalkerError
 from .options import (BACKGROUND_ENHANCERS, BLEND_MODES, ENHANCERS, FACE_DETECTORS, OPTIONS,
-                      OPTIONS_BY_NAME, PREPROCESS_MODES, REF_INFO, validate_options)
+                      OPTIONS_BY_NAME, PREPROCESS_MODES, REF_INFO, WATERMARK_POSITIONS,
+                      validate_options)
 
 # Flags of the official face3d renderer (``--face3dvis`` and its BFM settings). They only matter for a debug
 # visualisation this project does not ship; they are accepted so existing scripts keep working.
@@ -81,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--ref_info", default=None, choices=REF_INFO, help=_help("ref_info"))
     new.add_argument("--blend", default="seamless", choices=BLEND_MODES, help=_help("blend"))
     new.add_argument("--crf", type=int, default=18, help=_help("crf"))
+    new.add_argument("--watermark", default=None, help=_help("watermark"))
+    new.add_argument("--watermark_position", default="bottom-right", choices=WATERMARK_POSITIONS,
+                     help=_help("watermark_position"))
+    new.add_argument("--watermark_opacity", type=float, default=0.6, help=_help("watermark_opacity"))
+    new.add_argument("--c2pa_cert", "--c2pa-cert", dest="c2pa_cert", default=None, metavar="PEM",
+                     help="Certificate chain (PEM) to sign C2PA content credentials into the video "
+                          "(default: $SADTALKER_C2PA_CERT).")
+    new.add_argument("--c2pa_key", "--c2pa-key", dest="c2pa_key", default=None, metavar="PEM",
+                     help="Private key (PEM) of --c2pa_cert (default: $SADTALKER_C2PA_KEY).")
     new.add_argument("--device", default=None, help="torch device, e.g. cuda:1 (default: cuda, mps, cpu).")
     new.add_argument("--quiet", action="store_true", help="No progress bar.")
     return p
@@ -159,12 +169,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # bad flag values fail here, before the pipeline (torch) is imported
         options = validate_options(options_from_args(args))
         from .pipeline import SadTalker
+        from .provenance import C2paCredentials
+
+        signing = C2paCredentials.resolve(args.c2pa_cert, args.c2pa_key)
 
         device = "cpu" if args.cpu else args.device
         talker = SadTalker(args.checkpoint_dir, device=device, old_version=args.old_version)
         audio = None if args.idle_seconds is not None else args.driven_audio
         result = talker.generate(args.source_image, audio, result_dir=args.result_dir, progress=progress,
-                                 keep_intermediates=args.verbose, **options)
+                                 keep_intermediates=args.verbose, signing=signing, **options)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

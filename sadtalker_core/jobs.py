@@ -45,19 +45,26 @@ class RunnerConfig:
     keep_loaded: bool = True
     extra_sidecar: dict = field(default_factory=dict)
     pin_file: Path | None = None  # the host's requirements file: packages it pins are reported, never changed
+    # C2PA signing certificate chain and key (PEM paths); None: $SADTALKER_C2PA_CERT / _KEY, else unsigned
+    c2pa_cert: Path | None = None
+    c2pa_key: Path | None = None
 
 
 class JobControl:
-    """Progress and cancellation of the job in flight (standalone flavour: an event and a dict).
+    """Progress, live preview and cancellation of the job in flight (standalone flavour: an event, a dict
+    and the newest frame).
 
     The WebUI extension subclasses this to report through ``shared.state`` and to honour the host's
-    Interrupt.
+    Interrupt. Pass ``preview=control.preview`` to the job to collect frames (``latest_frame``).
     """
 
     def __init__(self):
         self._cancel = threading.Event()
         self._title: str | None = None
         self.tracker: ProgressTracker | None = None
+        self._lock = threading.Lock()  # frames come from the job's thread, reads from request threads
+        self._frame: Any = None
+        self._frames_previewed = 0
 
     @contextlib.contextmanager
     def scope(self, title: str, timings: StageTimings | None = None
@@ -65,14 +72,31 @@ class JobControl:
         """One job: yields (progress callback, cancel event); ``timings`` weigh the stages (see ``progress``)."""
         self._cancel.clear()
         self._title, self.tracker = title, ProgressTracker(timings)
+        with self._lock:
+            self._frame, self._frames_previewed = None, 0
         try:
             yield self.progress, self._cancel
         finally:
             self._title, self.tracker = None, None
+            with self._lock:
+                self._frame = None  # a finished job has no preview: the video replaces it
 
     def progress(self, stage: str, done: int, total: int) -> None:
         if self.tracker is not None:
             self.tracker.update(stage, done, total)
+
+    def preview(self, frame: Any) -> None:
+        """Keeps ``frame`` (uint8 RGB, H x W x 3) as the newest picture of the job in flight."""
+        if self.tracker is None:
+            return
+        with self._lock:
+            self._frame = frame
+            self._frames_previewed += 1
+
+    def latest_frame(self) -> Any:
+        """The newest previewed frame of the job in flight, or ``None``."""
+        with self._lock:
+            return self._frame
 
     def interrupt(self) -> None:
         self._cancel.set()
@@ -87,7 +111,7 @@ class JobControl:
         return {"active": True, "job": self._title, "stage": tracker.stage, "done": tracker.done,
                 "total": tracker.total, "progress": round(tracker.fraction(), 4),
                 "eta_seconds": None if eta is None else round(eta, 1), "text": tracker.text(),
-                "started": tracker.started}
+                "started": tracker.started, "frames_previewed": self._frames_previewed}
 
 
 def _default_talker_factory(checkpoint_dir: Path, device: Any, dtype: Any):
@@ -216,18 +240,19 @@ class JobRunner:
 
     def run(self, source_image: Any, driven_audio: Any, options: dict | None = None, *,
             progress: Progress | None = None, cancel: Any = None,
-            output_path: str | Path | None = None) -> JobResult:
+            output_path: str | Path | None = None, preview: Callable[[Any], None] | None = None) -> JobResult:
         """Validates ``options``, generates, writes the sidecar JSON; unloads afterwards unless kept loaded.
 
         The video goes to ``output_path`` when given (batches name their outputs), else to a dated folder
-        under the configured output folder."""
+        under the configured output folder. ``preview(frame)`` gets the newest finished frame after every
+        rendered batch (see ``SadTalker.generate``)."""
         options = validate_options(options or {})
         started = time.perf_counter()
         self._say(f"job started: {_describe_input(source_image)} + {_describe_input(driven_audio) or 'no audio'}, "
                   f"{options['preprocess']} {options['size']}")
         try:
             result, checkpoint_dir, config = self._generate(source_image, driven_audio, options, progress, cancel,
-                                                              output_path)
+                                                              output_path, preview)
         except Cancelled:
             self._say(f"interrupted after {time.perf_counter() - started:.1f} s; nothing was saved")
             raise
@@ -255,8 +280,16 @@ class JobRunner:
                          info=dict(result.info), crop_preview=getattr(result, "crop_preview", None))
 
 
-    def _generate(self, source_image, driven_audio, options: dict, progress, cancel, output_path):
+    def _generate(self, source_image, driven_audio, options: dict, progress, cancel, output_path, preview):
+        from .provenance import C2paCredentials
+
         config = self.config()
+        extra: dict[str, Any] = {}
+        if preview is not None:
+            extra["preview"] = preview
+        signing = C2paCredentials.resolve(config.c2pa_cert, config.c2pa_key)
+        if signing is not None:
+            extra["signing"] = signing
         checkpoint_dir = find_checkpoint_dir(config.checkpoint_dirs, size=options["size"],
                                              preprocess=options["preprocess"])
         result_dir = None
@@ -266,7 +299,7 @@ class JobRunner:
         talker = self._talker(config, checkpoint_dir)
         try:
             result = talker.generate(source_image, driven_audio, result_dir=result_dir, output_path=output_path,
-                                     progress=progress, cancel=cancel, **options)
+                                     progress=progress, cancel=cancel, **extra, **options)
         finally:
             if not config.keep_loaded:
                 self.unload()

@@ -21,6 +21,7 @@ REF_INFO = ("pose", "blink", "pose+blink", "all")
 FACE_DETECTORS = ("auto", "fan", "dlib")
 BLEND_MODES = ("seamless", "poisson", "none")
 NUM_POSE_STYLES = 46
+WATERMARK_POSITIONS = ("bottom-right", "bottom-left", "top-right", "top-left")
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("blend", "seamless", "Paste-back blending for full/extfull: seamless (fast), poisson (original "
            "look, slow on CPU) or none.", "str", choices=BLEND_MODES),
     Option("crf", 18, "Video quality (x264 CRF: lower = better and larger).", "int", minimum=0, maximum=51),
+    Option("watermark", None, "Visible text drawn in a corner of every frame, e.g. 'AI-generated' (empty = "
+           "none).", "str", optional=True),
+    Option("watermark_position", "bottom-right", "Corner of the watermark text.", "str",
+           choices=WATERMARK_POSITIONS),
+    Option("watermark_opacity", 0.6, "Watermark strength: 0 = invisible, 1 = opaque.", "float", minimum=0.0,
+           maximum=1.0),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}

@@ -23,13 +23,15 @@ import cv2
 import numpy as np
 import torch
 
-from . import animate, audio, coeffs, image_io, paste, video
+from . import animate, audio, coeffs, image_io, paste, provenance, video
 from .errors import AudioError, Cancelled, ImageError, InputError
 from .face import align, crop, landmarks
 from .models import SadTalkerModels, pick_device, pick_render_dtype
 from .options import validate_options
 
 ProgressFn = Callable[[str, int, int], None]
+#: receives the newest finished frame, (H, W, 3) uint8 RGB as written to the video, after each batch
+PreviewFn = Callable[[np.ndarray], None]
 
 
 @dataclass
@@ -93,11 +95,21 @@ class SadTalker:
     # ------------------------------------------------------------------------------------------------------
     def generate(self, source_image, driven_audio=None, *, result_dir: str | os.PathLike | None = None,
                  output_path: str | os.PathLike | None = None, progress: ProgressFn | None = None,
-                 cancel=None, keep_intermediates: bool = False,
+                 cancel=None, keep_intermediates: bool = False, preview: PreviewFn | None = None,
+                 signing: provenance.C2paCredentials | None = None,
                  on_frames: Callable[[np.ndarray], None] | None = None, **options) -> GenerationResult:
-        """``on_frames`` receives each batch of finished frames, (N, H, W, 3) uint8, as it is written (front
-        ends that keep the frames themselves, such as the ComfyUI nodes)."""
+        """Renders one video; returns its path, the options used (seed included) and an info dict.
+
+        ``progress(stage, done, total)`` follows the stages; ``preview(frame)`` (opt-in, nothing is copied
+        without it) gets the newest finished frame after every rendered batch, pasted into the full picture
+        in full modes. ``on_frames`` receives each batch of finished frames, (N, H, W, 3) uint8, as it is
+        written (front ends that keep the frames themselves, such as the ComfyUI nodes). ``signing``: C2PA
+        credentials; ``None`` reads $SADTALKER_C2PA_CERT / _KEY, and without any the video carries the
+        AI-generated metadata only (``info["provenance"]`` says so).
+        """
         opts = validate_options(options)
+        if signing is None:
+            signing = provenance.C2paCredentials.resolve()
         if opts["seed"] is None:
             # Runs vary like the original, but the seed used is reported so any run can be reproduced.
             opts["seed"] = int.from_bytes(os.urandom(6), "little")
@@ -127,7 +139,9 @@ class SadTalker:
             if keep_intermediates:
                 np.save(out_path.with_suffix(".coeffs.npy"), generated)
 
-            rendered = self._render_video(image, source, generated, audio_track, opts, out_path, job, on_frames)
+            rendered = self._render_video(image, source, generated, audio_track, opts, out_path, job,
+                                          preview=preview, signing=signing, on_frames=on_frames,
+                                          inputs=(source_image, audio_track))
         except BaseException:
             out_path.with_suffix(".coeffs.npy").unlink(missing_ok=True)
             raise
@@ -261,7 +275,9 @@ class SadTalker:
         return coeffs.tile_frames(generated, features.num_frames)
 
     def _render_video(self, image: np.ndarray, source: "_Source", generated: np.ndarray, audio_track,
-                      opts: dict, out_path: Path, job: _Job, on_frames=None) -> dict:
+                      opts: dict, out_path: Path, job: _Job, preview: PreviewFn | None = None,
+                      signing: provenance.C2paCredentials | None = None, on_frames=None,
+                      inputs: tuple = (None, None)) -> dict:
         size, preprocess = opts["size"], opts["preprocess"]
         num_frames = generated.shape[0]
         targets = animate.render_targets(generated, source.coeff, preprocess, opts["still"],
@@ -281,6 +297,23 @@ class SadTalker:
         finish = _FrameFinisher(image, source.crop_info, preprocess, size, opts["blend"], self.device,
                                 face_enhancer, upscaler)
         frame_size = finish.output_size
+        mark = None
+        if opts["watermark"]:
+            mark = provenance.Watermark(opts["watermark"], frame_size, opts["watermark_position"],
+                                        opts["watermark_opacity"])
+        digest = provenance.params_digest(opts)
+        sign = None
+        if signing is not None and out_path.suffix.lower() in (".mp4", ".m4v", ".mov"):
+            def sign(encoded: Path, dest: Path) -> None:
+                # the inputs are hashed only now: nothing the first frame does not need runs before it
+                job.stage("sign")
+                portrait, sound = inputs
+                # samples (idle mode) are no input file: only a sound file is an ingredient
+                sound = sound if isinstance(sound, (str, os.PathLike)) else None
+                ingredients = [provenance.Ingredient.of(portrait, "source portrait"),
+                               provenance.Ingredient.of(sound, "driving audio")]
+                manifest = provenance.c2pa_manifest(out_path.name, [i for i in ingredients if i], digest)
+                provenance.sign_mp4(encoded, dest, signing, manifest)
 
         def on_render(stage: str, done: int, total: int) -> None:
             job.stage(stage, done, total)
@@ -289,18 +322,27 @@ class SadTalker:
         job.stage("render", 0, num_frames)
 
         with video.VideoWriter(out_path, frame_size, fps=opts["fps"], audio=audio_track,
-                               duration=num_frames / opts["fps"], crf=opts["crf"]) as writer:
+                               duration=num_frames / opts["fps"], crf=opts["crf"],
+                               metadata=provenance.mp4_metadata(digest), finalize=sign) as writer:
             for _, frames in animate.render_frames(
                     self.models.kp_detector(size), self.models.mapping_net(preprocess),
                     self.models.generator(size), source_image, animate.source_semantics(source.coeff, preprocess),
                     animate.semantic_windows(targets), yaw=cameras["yaw"], pitch=cameras["pitch"],
                     roll=cameras["roll"], batch_size=opts["batch_size"], dtype=self.render_dtype,
                     progress=on_render, cancel=job.cancel):
-                finished = finish(frames).cpu().numpy()
-                writer.write(finished)
+                finished = finish(frames)
+                if mark is not None:
+                    mark.apply(finished)
+                batch = finished.cpu().numpy()
+                if preview is not None:
+                    preview(batch[-1].copy())
+                writer.write(batch)
                 if on_frames is not None:
-                    on_frames(finished)
-        return {"output_size": list(writer.encoded_size)}  # what the file holds, padded to even sizes
+                    on_frames(batch)
+        credentials = (f"signed content credentials (C2PA, {signing.cert.name})" if sign is not None
+                       else provenance.NO_CREDENTIALS_NOTE)
+        # output_size: what the file holds, padded to even sizes
+        return {"output_size": list(writer.encoded_size), "params_sha256": digest, "provenance": credentials}
 
 
 class _FrameFinisher:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 #: the pipeline's stages, in order
 STAGES = ("audio", "load", "face", "coeffs", "render")
+#: stages after the last frame (moments of work: the bar stays full)
+FINISHING = ("sign",)
 
 #: seconds per stage and per rendered 256 px frame before any job ran (bench/bench_pipeline.py on 2 CPU cores)
 _FIRST_GUESS = {"audio": 0.1, "load": 5.6, "face": 2.0, "coeffs": 1.4}
@@ -71,6 +73,8 @@ class ProgressTracker:
         expected["render"] = frames * self.timings.per_frame
         total = sum(expected[s] for s in STAGES)
         main = self._main_stage(self.stage) if self.stage else None
+        if main in FINISHING:
+            return 1.0
         if main not in expected or total <= 0:
             return 0.0
         current = STAGES.index(main)  # the stages before it are done (or had nothing to do)
@@ -96,6 +100,8 @@ class ProgressTracker:
         main = self._main_stage(self.stage)
         if main == "render":
             return f"render {self.done}/{self.total} frames"
+        if main == "sign":
+            return "signing content credentials"
         if self.stage.startswith("download") and self.total > 0:
             return f"{self.stage} {self.done / 1e6:.0f}/{self.total / 1e6:.0f} MB"
         if self.stage == "reference" and self.total > 0:

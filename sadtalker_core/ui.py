@@ -14,6 +14,7 @@ import inspect
 import json
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ContextManager
@@ -30,6 +31,10 @@ MAIN_OPTIONS = ("preprocess", "size", "still", "pose_style", "expression_scale",
 SLIDER_RANGES = {"expression_scale": (0.0, 3.0, 0.05), "head_motion_scale": (0.0, 3.0, 0.05),
                  "batch_size": (1, 32, 1), "pose_style": (0, 45, 1), "fps": (1, 60, 1), "crf": (0, 51, 1)}
 NONE_CHOICE = "none"
+#: seconds between live-preview refreshes of the standalone app (a new frame is shown at most this often)
+PREVIEW_INTERVAL = 0.25
+CONSENT_NOTE = ("Use only portraits and voices you have the right to use, with the consent of the people "
+                "shown. The video is marked as AI-generated; do not present it as a real recording.")
 
 
 def _accepted_params(fn: Callable) -> set[str] | None:
@@ -159,17 +164,24 @@ class TabParts:
     checkpoint_notice: Any
     generate: Callable  # the function wired to the Generate button (wrapped), inputs in ``inputs`` order
     inputs: list
+    live_preview: Any = None  # the image updated while rendering (streaming front ends only)
+    consent_note: Any = None
 
 
 def build_ui(runner: JobRunner, control: JobControl, *, lock: ContextManager | None = None,
              wrap: Callable[[Callable], Callable] | None = None, task_id: bool = False,
              submit_js: str | None = None, defaults: dict | None = None,
-             title: str | None = None) -> TabParts:
+             title: str | None = None, live_preview: bool | None = None) -> TabParts:
     """Builds the Blocks; ``wrap`` wraps the generate function (the host's GPU-queue wrapper).
 
     With ``task_id`` the first input is a hidden task-id textbox that ``submit_js`` fills, so the host's
     progress bar can follow the job. The last output is an HTML box (the host appends "Time taken" to it).
+    ``live_preview``: the Generate function is a generator that shows the newest rendered frame while the
+    job runs, then the video. Default: only without ``wrap``, since host wrappers return what the function
+    returns and do not iterate generators (hosts show previews through their own progress API instead).
     """
+    if live_preview is None:
+        live_preview = wrap is None
     import gradio as gr
 
     values = {o.name: o.default for o in OPTIONS}
@@ -191,6 +203,7 @@ def build_ui(runner: JobRunner, control: JobControl, *, lock: ContextManager | N
             with make(gr.Column, elem_id="sadtalker_inputs"):
                 source_image = make(gr.Image, label="Source image", type="filepath",
                                     elem_id="sadtalker_source_image")
+                consent_note = make(gr.Markdown, value=CONSENT_NOTE, elem_id="sadtalker_consent")
                 audio_inputs = _audio_inputs(gr)
                 with make(gr.Accordion, label="Reference video (optional)", open=False,
                           elem_id="sadtalker_reference"):
@@ -211,6 +224,10 @@ def build_ui(runner: JobRunner, control: JobControl, *, lock: ContextManager | N
                     generate_button = make(gr.Button, value="Generate", variant="primary",
                                            elem_id="sadtalker_generate")
                     interrupt_button = make(gr.Button, value="Interrupt", elem_id="sadtalker_interrupt")
+                live = None
+                if live_preview:
+                    live = make(gr.Image, label="Rendering...", type="numpy", interactive=False, visible=False,
+                                elem_id="sadtalker_live_preview")
                 video = make(gr.Video, label="Result", interactive=False, elem_id="sadtalker_result")
                 crop_preview = make(gr.Image, label="Face crop", type="numpy", interactive=False,
                                     elem_id="sadtalker_crop_preview")
@@ -236,7 +253,8 @@ def build_ui(runner: JobRunner, control: JobControl, *, lock: ContextManager | N
             with (lock or contextlib.nullcontext()), \
                     control.scope("sadtalker", runner.timings) as (progress, cancel):
                 try:
-                    result = runner.run(image, audio, raw, progress=progress, cancel=cancel)
+                    result = runner.run(image, audio, raw, progress=progress, cancel=cancel,
+                                        preview=control.preview)
                 except Cancelled:
                     return None, None, folder, format_error("Interrupted.")
                 except SadTalkerError as error:
@@ -244,12 +262,45 @@ def build_ui(runner: JobRunner, control: JobControl, *, lock: ContextManager | N
             return (servable_path(result.video_path), result.crop_preview, str(result.video_path.parent),
                     format_info(result))
 
+        def generate_streaming(*args):
+            """``generate`` in a worker thread; yields the newest frame while it runs, then the results."""
+            outcome: dict = {}
+
+            def work():
+                try:
+                    outcome["result"] = generate(*args)
+                except BaseException as error:  # re-raised below, in the event's own thread
+                    outcome["error"] = error
+
+            worker = threading.Thread(target=work, name="sadtalker-job", daemon=True)
+            worker.start()
+            shown = None
+            try:
+                while worker.is_alive():
+                    worker.join(PREVIEW_INTERVAL)
+                    frame = control.latest_frame()
+                    if frame is not None and frame is not shown:
+                        shown = frame
+                        yield (gr.update(value=frame, visible=True),) + (gr.update(),) * 4
+            finally:
+                if worker.is_alive():  # the page went away mid-job: stop rendering instead of holding the lock
+                    control.interrupt()
+                    worker.join()
+            if "error" in outcome:
+                raise outcome["error"]
+            yield (gr.update(value=None, visible=False), *outcome["result"])
+
         inputs = ([task_box] if task_box is not None else []) + [source_image, *audio_inputs, ref_video,
                                                                    ref_use, *option_inputs.values()]
-        handler = wrap(generate) if wrap else generate
+        outputs = [video, crop_preview, output_dir, info]
+        if live_preview:
+            handler = wrap(generate_streaming) if wrap else generate_streaming
+            outputs = [live, *outputs]
+        else:
+            handler = wrap(generate) if wrap else generate
         # with submit_js the host's own progress bar follows the job; gradio's overlay would be a second one
-        listen(generate_button.click, handler, js=submit_js, inputs=inputs,
-               outputs=[video, crop_preview, output_dir, info], show_progress=submit_js is None)
+        listen(generate_button.click, handler, js=submit_js, inputs=inputs, outputs=outputs,
+               show_progress=submit_js is None)
         notice_inputs = [option_inputs["size"], option_inputs["preprocess"]]
         for event in (generate_button.click, option_inputs["size"].change, option_inputs["preprocess"].change):
             listen(event, notice_html, inputs=notice_inputs, outputs=[checkpoint_notice], queue=False,
@@ -259,7 +310,7 @@ def build_ui(runner: JobRunner, control: JobControl, *, lock: ContextManager | N
     return TabParts(blocks=blocks, source_image=source_image, generate_button=generate_button,
                     interrupt_button=interrupt_button, video=video, crop_preview=crop_preview,
                     output_dir=output_dir, info=info, checkpoint_notice=checkpoint_notice, generate=handler,
-                    inputs=inputs)
+                    inputs=inputs, live_preview=live, consent_note=consent_note)
 
 
 def _audio_inputs(gr) -> list:

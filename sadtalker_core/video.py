@@ -13,7 +13,7 @@ import os
 import secrets
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +36,9 @@ class VideoWriter:
     ``audio``: a file path (its first audio stream is used, trimmed to ``duration`` seconds when given),
     a float32/int16 array of shape (n,) or (n, channels) at ``audio_sample_rate``, or None for no sound.
     Without ``duration`` the sound is cut where the video ends (``-shortest``).
+    ``metadata``: container tags written by the same encode (``-metadata key=value``).
+    ``finalize(encoded, dest)``: called once ffmpeg has finished, before the file gets its final name, to
+    write a transformed copy of the encoded file to ``dest`` (C2PA signing); a failure discards both.
     Frames of odd width/height get one extra column/row copied from the edge (yuv420p needs even sizes).
 
     The file is written to a hidden ``.<name>.*.partial<ext>`` in the destination folder and renamed when
@@ -50,7 +53,8 @@ class VideoWriter:
     def __init__(self, path: str | os.PathLike, frame_size: tuple[int, int] | None = None, *, fps: float = 25.0,
                  audio: str | os.PathLike | np.ndarray | None = None, duration: float | None = None,
                  audio_sample_rate: int = 16000, crf: int = 18, preset: str = "medium",
-                 audio_bitrate: str = "160k"):
+                 audio_bitrate: str = "160k", metadata: dict[str, str] | None = None,
+                 finalize: Callable[[Path, Path], None] | None = None):
         self.path = Path(path)
         self._muxer = _MUXERS.get(self.path.suffix.lower())
         if self._muxer is None:
@@ -64,6 +68,8 @@ class VideoWriter:
         self.frame_size = tuple(int(v) for v in frame_size) if frame_size is not None else None
         self.fps, self.duration, self.crf, self.preset = float(fps), duration, int(crf), preset
         self.audio, self.audio_sample_rate, self.audio_bitrate = audio, int(audio_sample_rate), audio_bitrate
+        self.metadata, self.finalize = dict(metadata or {}), finalize
+        self._finalized: Path | None = None
         self.frames_written = 0
         self._process: subprocess.Popen | None = None
         self._log: ffmpeg_io.LogDrain | None = None
@@ -134,6 +140,11 @@ class VideoWriter:
                 self._audio_thread.join()
             if returncode != 0:
                 raise self._failure("ffmpeg failed while finishing the video")
+            if self.finalize is not None:
+                self._finalized = self._partial.with_suffix(".final" + self.path.suffix)
+                self.finalize(self._partial, self._finalized)
+                os.replace(self._finalized, self._partial)
+                self._finalized = None
             os.replace(self._partial, self.path)
         except BaseException:
             self.abort()
@@ -172,10 +183,10 @@ class VideoWriter:
         if self._audio_thread is not None:
             self._audio_thread.join()
             self._audio_thread = None
-        for leftover in (self._partial, self._audio_file):
+        for leftover in (self._partial, self._audio_file, self._finalized):
             if leftover is not None:
                 leftover.unlink(missing_ok=True)
-        self._partial = self._audio_file = None
+        self._partial = self._audio_file = self._finalized = None
 
     def _start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -218,6 +229,8 @@ class VideoWriter:
             command += ["-map", "1:a:0", "-c:a", "aac", "-b:a", self.audio_bitrate]
             if self.duration is None:
                 command += ["-shortest"]
+        for key, value in self.metadata.items():
+            command += ["-metadata", f"{key}={value}"]
         if self._muxer in ("mp4", "mov"):
             command += ["-movflags", "+faststart"]
         return command + ["-f", self._muxer, os.fspath(self._partial)]

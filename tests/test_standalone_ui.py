@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from host_double.fixtures import ServerThread, StubTalker, free_port
@@ -29,12 +30,21 @@ def _stub_factory(instances, **kwargs):
     return factory
 
 
-def _call(parts, image="face.png", audio="a.wav", **overrides):
+def _events(parts, image="face.png", audio="a.wav", **overrides) -> list:
+    """Every event the app's Generate function yields (it streams the live preview, then the results)."""
     args = []
     for component in parts.inputs:
         name = getattr(component, "elem_id", "")[len("sadtalker_"):]
         args.append({"source_image": image, "audio": audio}.get(name, overrides.get(name, component.value)))
-    return parts.generate(*args)
+    return list(parts.generate(*args))
+
+
+def _call(parts, image="face.png", audio="a.wav", **overrides):
+    """The final (video, crop, folder, info) of a Generate click; the live preview is hidden by then."""
+    *_, last = _events(parts, image, audio, **overrides)
+    live, *outputs = last
+    assert live == {"__type__": "update", "value": None, "visible": False}
+    return tuple(outputs)
 
 
 def test_app_blocks_generate_and_interrupt(tmp_path):
@@ -184,3 +194,72 @@ def test_server_command_line_starts_uvicorn(tmp_path):
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_app_streams_previews_during_a_job_and_none_after(tmp_path):
+    from sadtalker_core.app import build_app
+
+    talkers = []
+    parts = build_app(stub_checkpoints(tmp_path / "ckpt"), tmp_path / "out", talker_factory=_stub_factory(talkers))
+    assert parts.live_preview is not None and parts.live_preview.elem_id == "sadtalker_live_preview"
+    assert "consent" in parts.consent_note.value
+    _call(parts)  # builds the talker
+    talkers[0].on_batch = lambda i: time.sleep(0.6)  # longer than the app's refresh interval
+    events = _events(parts)
+    *during, last = events
+    # one preview per rendered batch, newest frame (its fill is the batch number), the rest left unchanged
+    shown = [int(event[0]["value"][0, 0, 0]) for event in during]
+    assert shown == [0, 1, 2, 3]
+    for event in during:
+        assert event[0]["visible"] is True and event[0]["value"].shape == (8, 8, 3)
+        assert all(update == {"__type__": "update"} for update in event[1:])
+    live, video, crop, folder, info = last
+    assert live == {"__type__": "update", "value": None, "visible": False} and Path(video).is_file()
+    assert parts.blocks is not None
+    # after the job: nothing to preview, and a job that renders no new frame streams no preview event
+    talkers[0].batches = 0
+    assert len(_events(parts)) == 1
+
+
+def test_server_reports_stage_eta_and_preview_during_a_job(tmp_path):
+    import io
+
+    import requests
+    from PIL import Image
+
+    from sadtalker_core.server import create_app
+
+    seen = []
+
+    def factory(*a):
+        talker = _stub_factory([])(*a)
+
+        def on_batch(i):
+            time.sleep(0.1)
+            status = requests.get(f"{url}/status", timeout=10).json()
+            image = requests.get(f"{url}/preview", timeout=10)
+            seen.append((i, status, image.status_code, image.headers.get("content-type"), image.content))
+
+        talker.on_batch = on_batch
+        return talker
+
+    app = create_app(stub_checkpoints(tmp_path / "ckpt"), tmp_path / "out", talker_factory=factory)
+    with ServerThread(app) as server:
+        url = f"http://127.0.0.1:{server.port}/sadtalker/v1"
+        before = requests.get(f"{url}/preview", timeout=10)
+        assert before.status_code == 404 and before.json()["error"] == "NoPreview"
+        response = requests.post(f"{url}/generate", json={"image": _png_b64(), "audio": _wav_b64()}, timeout=60)
+        assert response.status_code == 200
+        after = requests.get(f"{url}/status", timeout=10).json()
+        assert requests.get(f"{url}/preview", timeout=10).status_code == 404
+    assert [s[0] for s in seen] == [0, 1, 2, 3]
+    for i, status, code, kind, body in seen:
+        job = status["job"]
+        assert status["busy"] is True and job["stage"] == "render" and (job["done"], job["total"]) == (i, 4)
+        # an estimate that shrinks as the batches come in
+        assert job["eta_seconds"] > 0 and job["text"] == f"render {i}/4 frames"
+        assert code == 200 and kind == "image/png"
+        frame = np.asarray(Image.open(io.BytesIO(body)))
+        assert frame.shape == (8, 8, 3) and (frame == i).all()
+    assert seen[3][1]["job"]["eta_seconds"] < seen[1][1]["job"]["eta_seconds"]
+    assert after["busy"] is False and after["job"] == {"active": False}

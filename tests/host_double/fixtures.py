@@ -25,7 +25,8 @@ class StubResult:
 
 class StubTalker:
     """Follows the SadTalker contract: progress per stage, cancel checked between batches (raises
-    Cancelled), a file written under result_dir. ``on_batch(i)`` lets a test act mid-job (e.g. Interrupt)."""
+    Cancelled), a file written under result_dir. ``on_batch(i)`` lets a test act mid-job (e.g. Interrupt).
+    With ``preview`` each batch hands over an 8x8 frame filled with the batch number (before ``on_batch``)."""
 
     instances: list = []
 
@@ -37,7 +38,8 @@ class StubTalker:
     def unload(self):
         self.unloaded += 1
 
-    def generate(self, source_image, driven_audio=None, *, result_dir=None, progress=None, cancel=None, **options):
+    def generate(self, source_image, driven_audio=None, *, result_dir=None, progress=None, cancel=None,
+                 preview=None, **options):
         from sadtalker_core.errors import Cancelled
         from sadtalker_core.options import validate_options
 
@@ -52,6 +54,8 @@ class StubTalker:
                 raise Cancelled("generation was cancelled; nothing was saved.")
             if progress:
                 progress("render", i, self.batches)
+            if preview is not None:
+                preview(np.full((8, 8, 3), i, np.uint8))
             if self.on_batch:
                 self.on_batch(i)
         path = Path(result_dir) / f"stub_{len(self.calls)}.mp4"
