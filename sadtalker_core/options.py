@@ -83,6 +83,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("blend", "seamless", "Paste-back blending for full/extfull: seamless (fast), poisson (original "
            "look, slow on CPU) or none.", "str", choices=BLEND_MODES),
     Option("crf", 18, "Video quality (x264 CRF: lower = better and larger).", "int", minimum=0, maximum=51),
+    Option("mouth_only", True, "Dubbing a video: replace only a feathered region around the mouth, so the "
+           "video's own eyes, blinks and brows stay; off re-renders the whole face with generated blinks.",
+           "bool"),
+    Option("video_audio_volume", 0.0, "Dubbing a video: volume of the video's own sound mixed under the new "
+           "speech (0 = replaced by the speech, 1 = full).", "float", minimum=0.0, maximum=1.0),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
