@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -160,24 +161,44 @@ class FrameStore:
         self._file.close()
 
 
-def _mixed_track(speech_path, video_path: Path, indices: np.ndarray, fps: float, volume: float) -> np.ndarray:
-    """The speech with the video's own sound under it at ``volume``; the video's sound follows the frames
-    (forward, then backward when the video ping-pongs), so it stays in sync with what is seen."""
+def _mixed_track(speech_path, video_path: Path, num_output: int, num_frames: int, fps: float,
+                 volume: float) -> np.ndarray:
+    """The speech with the video's own sound under it at ``volume`` (float32 mono at ``_MIX_RATE``).
+
+    The video's sound follows the pictures: it plays forward, then backward while the video ping-pongs
+    (a continuous triangle over the first ``num_frames`` frames, never a jump), within a frame of the
+    picture it belongs to."""
     speech = audio.load_audio(speech_path, _MIX_RATE)
     under = audio.load_audio(video_path, _MIX_RATE)
     per_frame = _MIX_RATE / fps
-    length = int(round(len(indices) * per_frame))
-    # sample positions of each output sample in the video's sound: frame index + offset inside the frame,
-    # reversed inside the frames that play backwards
-    t = np.arange(length) / per_frame
-    frame = np.minimum(t.astype(np.int64), len(indices) - 1)
-    inside = t - frame
-    step = np.diff(indices, append=indices[-1] + (indices[-1] - indices[-2] if len(indices) > 1 else 1))
-    backwards = step[frame] < 0
-    position = (indices[frame] + np.where(backwards, 1 - inside, inside)) * per_frame
-    under = under[np.clip(position.astype(np.int64), 0, len(under) - 1)]
+    length = int(round(num_output * per_frame))
+    frames = np.arange(length) / per_frame  # output time in frames
+    if num_frames > 1:
+        period = 2 * (num_frames - 1)
+        phase = frames % period
+        position = np.where(phase <= num_frames - 1, phase, period - phase)
+    else:
+        position = frames % 1.0
+    under = under[np.clip(np.rint(position * per_frame).astype(np.int64), 0, len(under) - 1)]
     speech = np.pad(speech[:length], (0, max(0, length - len(speech))))
     return np.clip(speech + np.float32(volume) * under, -1.0, 1.0).astype(np.float32)
+
+
+@dataclass
+class _Clip:
+    """What dubbing knows about the video frames it uses (all small per-frame arrays besides the store)."""
+
+    store: FrameStore  # the decoded frames
+    points: np.ndarray  # (N, 68, 2) smoothed landmarks in frame pixels
+    found: np.ndarray  # (N,) bool: the tracked face is in the frame
+    mode: str  # paste-back mode: full or extfull
+    size: int  # render size
+    coeff: np.ndarray | None = None  # (N, 73) each frame's own coefficients (zeros without a face)
+    crop_infos: list | None = None  # each frame's crop_info (None without a face)
+
+    def crop(self, index: int, frame: np.ndarray | None = None) -> crop.CropResult:
+        frame = self.store[index] if frame is None else frame
+        return crop.crop_face(frame, self.points[index], self.mode, self.size)
 
 
 def dub_video(talker, source_video, driven_audio, opts: dict, out_path: Path, job) -> tuple[dict, np.ndarray]:
@@ -204,43 +225,41 @@ def dub_video(talker, source_video, driven_audio, opts: dict, out_path: Path, jo
 
     store = FrameStore()
     try:
-        job.stage("face", 0, min(num_output, meta.n_frames))
+        needed = min(num_output, meta.n_frames)
+        job.stage("face", 0, needed)
         detector, detector_note = talker._face_detector({**opts, "landmarks": None})
-        points, found = _track(talker, path, store, detector, opts, min(num_output, meta.n_frames), job)
+        clip = _track(talker, path, store, detector, opts, needed, mode, size, job)
         indices = pingpong_indices(num_output, store.count)
 
         job.stage("coeffs")
-        coeff, crops = _frame_coefficients(talker, store, points, found, mode, size)
-        expression = _expressions(talker, features, coeff, found, indices, opts)
+        _frame_coefficients(talker, clip)
+        expression = _expressions(talker, features, clip, indices, opts)
 
         if opts["video_audio_volume"] > 0 and meta.has_audio:
-            track: Any = _mixed_track(driven_audio, path, indices, fps, opts["video_audio_volume"])
+            track: Any = _mixed_track(driven_audio, path, num_output, store.count, fps,
+                                      opts["video_audio_volume"])
         else:
             track = driven_audio
         # created only now, so a call that fails on its inputs leaves no new folder behind
         out_path.parent.mkdir(parents=True, exist_ok=True)
         job.stage("render", 0, num_output)
-        output_size = _render(talker, store, points, found, coeff, crops, expression, indices, opts, mode, size, fps, track,
-                out_path, job)
-        first = int(np.argmax(found))
-        preview = crop.crop_face(store[first], points[first], mode, size).frame
+        output_size = _render(talker, clip, expression, indices, opts, fps, track, out_path, job)
+        preview = clip.crop(int(np.argmax(clip.found))).frame
     finally:
         store.close()
-    rendered = int(found[indices].sum())
+    rendered = int(clip.found[indices].sum())
     info = {
         "num_frames": num_output, "fps": fps, "duration_s": num_output / fps, "size": size,
-        "source_video_frames": int(store.count), "frames_with_face": int(found.sum()),
-        "frames_passed_through": num_output - rendered,
-        "video_loops": bool(num_output > store.count), "paste_mode": mode,
-        "face_detector": detector_note or detector, "output_size": list(output_size),
+        "source_video_frames": int(store.count), "frames_with_face": int(clip.found.sum()),
+        "frames_passed_through": num_output - rendered, "video_loops": bool(num_output > store.count),
+        "paste_mode": mode, "face_detector": detector_note or detector, "output_size": list(output_size),
     }
     return info, preview
 
 
-def _track(talker, path: Path, store: FrameStore, detector: str, opts: dict, needed: int, job
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """Decodes the frames the output needs into ``store`` and tracks the face: smoothed landmarks (N, 68, 2)
-    and which frames have the face (N,)."""
+def _track(talker, path: Path, store: FrameStore, detector: str, opts: dict, needed: int, mode: str, size: int,
+           job) -> _Clip:
+    """Decodes the frames the output needs into ``store`` and tracks the face through them."""
     tracker = FaceTracker(opts["face_index"])
     points, found = [], []
     detect = dict(backend=detector, weights_dir=talker.checkpoint_dir, device=str(talker.device))
@@ -256,90 +275,89 @@ def _track(talker, path: Path, store: FrameStore, detector: str, opts: dict, nee
     if not found_arr.any():
         raise NoFaceError(f"no face was found in any of the {store.count} frames of {path.name} by the "
                           f"{detector} detector; give a video where a face is clearly visible.")
-    return smooth_tracks(np.stack(points), found_arr), found_arr
+    return _Clip(store, smooth_tracks(np.stack(points), found_arr), found_arr, mode, size)
 
 
-def _frame_coefficients(talker, store: FrameStore, points: np.ndarray, found: np.ndarray, mode: str, size: int
-                        ) -> tuple[np.ndarray, list]:
-    """3DMM coefficients (N, 73) of each frame's face (zeros where none) and each frame's crop_info,
-    batched through the regressor."""
+def _frame_coefficients(talker, clip: _Clip) -> None:
+    """Each frame's 3DMM coefficients (73) and crop_info, batched through the regressor."""
     from .pipeline import _RECON_BATCH
 
-    coeff = np.zeros((store.count, animate.COEFF_SIZE + 3), np.float32)
-    crop_infos: list = [None] * store.count
-    with_face = np.flatnonzero(found)
+    clip.coeff = np.zeros((clip.store.count, animate.COEFF_SIZE + 3), np.float32)
+    clip.crop_infos = [None] * clip.store.count
+    with_face = np.flatnonzero(clip.found)
     for start in range(0, len(with_face), _RECON_BATCH):
         chunk = with_face[start:start + _RECON_BATCH]
-        cropped = [crop.crop_face(store[i], points[i], mode, size) for i in chunk]
-        coeff[chunk] = talker._coeff_73([c.frame for c in cropped], [c.landmarks_in_frame for c in cropped])
+        cropped = [clip.crop(i) for i in chunk]
+        clip.coeff[chunk] = talker._coeff_73([c.frame for c in cropped], [c.landmarks_in_frame for c in cropped])
         for i, c in zip(chunk, cropped):
-            crop_infos[i] = c.crop_info
-    return coeff, crop_infos
+            clip.crop_infos[i] = c.crop_info
 
 
-def _expressions(talker, features: audio.AudioFeatures, coeff: np.ndarray, found: np.ndarray,
-                 indices: np.ndarray, opts: dict) -> np.ndarray:
+def _expressions(talker, features: audio.AudioFeatures, clip: _Clip, indices: np.ndarray, opts: dict) -> np.ndarray:
     """Expression (T, 64) per output frame: ExpNet on the speech, each frame's own expression as reference.
     Generated blinks only when the whole face is re-rendered (mouth_only keeps the video's eyes)."""
     num_output = len(indices)
     ratio = np.zeros((num_output, 1), np.float32)
     if opts["blink"] and not opts["mouth_only"]:
-        seed = opts["seed"]
-        ratio = coeffs.blink_ratio(num_output, random.Random(seed))
+        ratio = coeffs.blink_ratio(num_output, random.Random(opts["seed"]))
     device = talker.device
     windows = torch.from_numpy(features.windows).to(device)[None, :, None]
-    ref = torch.from_numpy(coeff[indices, :coeffs.EXPRESSION_SIZE]).to(device)[None]
+    ref = torch.from_numpy(clip.coeff[indices, :coeffs.EXPRESSION_SIZE]).to(device)[None]
     with torch.inference_mode():
         exp = coeffs.expression_coeffs(talker.models.expnet(), windows, ref,
                                        torch.from_numpy(ratio).to(device)[None])
     return exp[0].float().cpu().numpy()
 
 
-def _render(talker, store: FrameStore, points, found, coeff, crop_infos, expression, indices, opts: dict,
-            mode: str, size: int, fps: float, track, out_path: Path, job) -> tuple[int, int]:
-    models, device = talker.models, talker.device
-    kp_detector, mapping_net, generator = models.kp_detector(size), models.mapping_net(mode), models.generator(size)
+def _render(talker, clip: _Clip, expression: np.ndarray, indices: np.ndarray, opts: dict, fps: float, track,
+            out_path: Path, job) -> tuple[int, int]:
+    """Streams the output: batches of output frames, the ones with a face rendered together and pasted back,
+    the others passed through; returns the encoded (width, height)."""
+    models = talker.models
+    nets = (models.kp_detector(clip.size), models.mapping_net(clip.mode), models.generator(clip.size))
     num_output, batch = len(indices), opts["batch_size"]
-    offsets = np.arange(-animate.SEMANTIC_RADIUS, animate.SEMANTIC_RADIUS + 1)
-    scale = np.float32(opts["expression_scale"])
-    height, width = store.shape[:2]
+    height, width = clip.store.shape[:2]
     with video.VideoWriter(out_path, (width, height), fps=fps, audio=track, duration=num_output / fps,
                            crf=opts["crf"], audio_sample_rate=_MIX_RATE) as writer:
         for start in range(0, num_output, batch):
             job.check()
             ts = np.arange(start, min(start + batch, num_output))
-            frames = [store[indices[t]] for t in ts]
-            faces = [k for k, t in enumerate(ts) if found[indices[t]]]
+            frames = [clip.store[indices[t]] for t in ts]
+            faces = [k for k, t in enumerate(ts) if clip.found[indices[t]]]
             if faces:
-                rendered = _render_faces(kp_detector, mapping_net, generator, store, points, coeff, expression,
-                                         indices, ts[faces], offsets, scale, mode, size, device,
-                                         talker.render_dtype, frames, faces)
+                rendered = _render_faces(nets, clip, expression, indices, ts[faces], [frames[k] for k in faces],
+                                         opts["expression_scale"], talker.device, talker.render_dtype)
                 for k, face in zip(faces, rendered):
                     i = indices[ts[k]]
-                    frames[k] = _paste(frames[k], face, crop_infos[i], points[i], mode, opts, device)
+                    frames[k] = _paste(frames[k], face, clip.crop_infos[i], clip.points[i], clip.mode, opts,
+                                       talker.device)
             writer.write(np.stack(frames))
             job.stage("render", int(ts[-1]) + 1, num_output)
     return writer.encoded_size
 
 
-def _render_faces(kp_detector, mapping_net, generator, store, points, coeff, expression, indices, ts, offsets,
-                  scale, mode, size, device, dtype, frames, faces) -> torch.Tensor:
-    """Rendered faces (b, 3, S, S) for output frames ``ts``, each from its own video frame as source: the
-    source's pose and crop with the speech's expression (windowed over neighbouring output frames)."""
-    rows = coeff[indices[ts]]  # (b, 73): each frame's own row
-    sources = [crop.crop_face(frames[k], points[indices[t]], mode, size).frame for k, t in zip(faces, ts)]
+def _render_faces(nets, clip: _Clip, expression: np.ndarray, indices: np.ndarray, ts: np.ndarray, frames: list,
+                  expression_scale: float, device, dtype) -> torch.Tensor:
+    """Rendered faces (b, 3, S, S) for output frames ``ts``, each with its own video frame as the source: the
+    frame's own pose and crop, the speech's expression windowed over the neighbouring output frames."""
+    rows = clip.coeff[indices[ts]]  # (b, 73)
+    window = 2 * animate.SEMANTIC_RADIUS + 1
+    sources = [clip.crop(indices[t], frame).frame for t, frame in zip(ts, frames)]
     source_images = torch.from_numpy(np.concatenate([align.recon_input(s) for s in sources])).to(device)
-    source_semantics = np.repeat(rows[:, :, None], len(offsets), axis=2)
-    neighbours = np.clip(ts[:, None] + offsets[None], 0, len(indices) - 1)
+    source_semantics = np.repeat(rows[:, :, None], window, axis=2)
+    neighbours = np.clip(ts[:, None] + np.arange(window)[None] - animate.SEMANTIC_RADIUS, 0, len(indices) - 1)
+    # the pose and crop part of each target window stays the frame's own (like still mode), so the head
+    # does not move against its own frame; only the expression varies
     targets = source_semantics.copy()
-    targets[:, :coeffs.EXPRESSION_SIZE] = expression[neighbours].transpose(0, 2, 1) * scale
-    return animate.render_batch_per_source(kp_detector, mapping_net, generator, source_images,
-                                           torch.from_numpy(source_semantics).to(device),
+    targets[:, :coeffs.EXPRESSION_SIZE] = expression[neighbours].transpose(0, 2, 1) * np.float32(expression_scale)
+    return animate.render_batch_per_source(*nets, source_images, torch.from_numpy(source_semantics).to(device),
                                            torch.from_numpy(targets).to(device), dtype=dtype)
 
 
 def _paste(frame: np.ndarray, face: torch.Tensor, crop_info, lm: np.ndarray, mode: str, opts: dict,
            device) -> np.ndarray:
+    """The rendered face pasted into its own frame (``blend``); with ``mouth_only`` only the feathered
+    lower-face region takes the pasted pixels."""
     pasted = paste.Paster(frame, paste.paste_box(crop_info, mode), blend=opts["blend"], device=device
                           ).paste(face[None])[0].cpu().numpy()
     if not opts["mouth_only"]:

@@ -345,3 +345,25 @@ def test_app_passes_the_video_to_dub(tmp_path):
     assert "not both" in click("face.png", "clip.mp4")[3]
     assert "or a video to dub" in click(None, None)[3]
     assert len(talkers[0].calls) == 1
+
+
+def test_the_videos_sound_mixed_under_the_speech_follows_the_ping_pong(clip, tmp_path):
+    import wave
+
+    from sadtalker_core import audio
+
+    speech = tmp_path / "silence.wav"
+    with wave.open(str(speech), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(b"\x00\x00" * 1600)  # 0.1 s: shorter than the output, padded with silence
+    path, _ = clip
+    mixed = dub._mixed_track(speech, path, num_output=5, num_frames=3, fps=FPS, volume=0.5)
+    per_frame = 48000 // FPS
+    under = audio.load_audio(path, 48000)
+    assert mixed.shape == (5 * per_frame,)
+    # forward over frames 0..2, then backward from frame 2's start: a triangle with no jump
+    assert np.array_equal(mixed[:2 * per_frame], 0.5 * under[:2 * per_frame])
+    backward = mixed[2 * per_frame:4 * per_frame]
+    assert np.array_equal(backward[1:], 0.5 * under[2 * per_frame - 1:0:-1][:len(backward) - 1])
