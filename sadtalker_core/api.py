@@ -29,7 +29,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from . import __version__
 from .errors import (AudioError, Cancelled, CheckpointError, CheckpointNotFoundError, ImageError,
-                     InputError, NoFaceError, OptionError, SadTalkerError)
+                     InputError, NoFaceError, OptionError, SadTalkerError, VideoError)
 from .jobs import JobControl, JobRunner
 from .options import OPTIONS_BY_NAME, describe_options, validate_options
 
@@ -208,8 +208,13 @@ def add_routes(app, runner: JobRunner, *, lock: ContextManager, control: JobCont
         with tempfile.TemporaryDirectory(prefix="sadtalker_api_") as workdir:
             image, audio, options, source_video = parse_generate_request(payload, Path(workdir), current_limits())
             with lock, control.scope("sadtalker-api", runner.timings) as (progress, cancel):
-                result = runner.run(image, str(audio) if audio else None, options, progress=progress,
-                                    cancel=cancel, source_video=source_video)
+                try:
+                    result = runner.run(image, str(audio) if audio else None, options, progress=progress,
+                                        cancel=cancel, source_video=source_video)
+                except (NoFaceError, VideoError) as error:
+                    if source_video is None:
+                        raise
+                    raise RequestError(422, "video", str(error)) from None  # name the field that caused it
         return {
             "video": base64.b64encode(result.video_path.read_bytes()).decode("ascii"),
             "info": result.info,
