@@ -233,3 +233,17 @@ def to_uint8(frames: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) floats in [0, 1] -> (B, H, W, 3) uint8 on the same device: ``rint(255 x)`` (round half to
     even, in float32) clipped to [0, 255], as skimage ``img_as_ubyte``."""
     return torch.round(frames.float() * 255).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def render_batch_per_source(kp_detector: torch.nn.Module, mapping_net: torch.nn.Module, generator: torch.nn.Module,
+                            source_images: torch.Tensor, source_semantics: torch.Tensor,
+                            target_windows: torch.Tensor, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """One batch in which every frame has its own source (dubbing a video): sources (b, 3, S, S), their
+    semantics (b, C, 27) and targets (b, C, 27) -> frames (b, 3, S, S) float32 in (0, 1). The b sources are
+    encoded in one network call each (KPDetector, MappingNet, the generator's source feature)."""
+    source = encode_source(kp_detector, mapping_net, generator, source_images, source_semantics.float(), dtype)
+    with torch.inference_mode():
+        kp_driving = driving_keypoints(mapping_net, source.kp_canonical, target_windows.float())
+        with _autocast(source_images.device, dtype):
+            out = generator.animate(source.feature_3d, source.kp_source, kp_driving)
+    return out["prediction"].float()

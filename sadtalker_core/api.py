@@ -29,14 +29,15 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from . import __version__
 from .errors import (AudioError, Cancelled, CheckpointError, CheckpointNotFoundError, ImageError,
-                     InputError, NoFaceError, OptionError, SadTalkerError)
+                     InputError, NoFaceError, OptionError, SadTalkerError, VideoError)
 from .jobs import JobControl, JobRunner
 from .options import OPTIONS_BY_NAME, describe_options, validate_options
 
 PREFIX = "/sadtalker/v1"
-MEDIA_FIELDS = ("image", "audio", "ref_video", "ref_pose", "ref_eyeblink")
-#: the original SadTalker's names (its inference.py flags and its predictor) for the same two fields
-FIELD_ALIASES = {"source_image": "image", "driven_audio": "audio"}
+MEDIA_FIELDS = ("image", "audio", "ref_video", "ref_pose", "ref_eyeblink", "video")
+#: the original SadTalker's names (its inference.py flags and its predictor) for the same two fields, and the
+#: API's name for the video to dub
+FIELD_ALIASES = {"source_image": "image", "driven_audio": "audio", "source_video": "video"}
 
 
 @dataclass(frozen=True)
@@ -136,17 +137,23 @@ def _error_response(status: int, error: str, field: str | None, message: str):
     return JSONResponse(status_code=status, content={"error": error, "field": field, "detail": message})
 
 
-def parse_generate_request(payload: Any, workdir: Path, limits: Limits = Limits()) -> tuple[Any, Path | None, dict]:
-    """(source image, audio path or None, validated options) from a JSON body; media written under ``workdir``."""
+def parse_generate_request(payload: Any, workdir: Path, limits: Limits = Limits()
+                           ) -> tuple[Any, Path | None, dict, Path | None]:
+    """(source image or None, audio path or None, validated options, video to dub or None) from a JSON body;
+    media written under ``workdir``. Exactly one of 'image' and 'video' is the source."""
     if not isinstance(payload, dict):
         raise RequestError(422, None, "the body must be a JSON object with 'image', 'audio' and options.")
     payload = _resolve_aliases(payload)
     nested = payload.pop("options", None) or {}
     if not isinstance(nested, dict):
         raise RequestError(422, "options", "field 'options': expected an object of option names to values.")
-    if "image" not in payload:
-        raise RequestError(422, "image", "field 'image' is required: the portrait as base64 or a data: URL.")
-    image = _decode_image(decode_media("image", payload.pop("image"), limits.image))
+    if "image" in payload and "video" in payload:
+        raise RequestError(422, "video", "fields 'image' and 'video' are both sources: send 'image' to animate a "
+                                         "portrait or 'video' to dub a video, not both.")
+    if "image" not in payload and "video" not in payload:
+        raise RequestError(422, "image", "field 'image' is required: the portrait as base64 or a data: URL (or "
+                                         "'video' to dub a video).")
+    image = _decode_image(decode_media("image", payload.pop("image"), limits.image)) if "image" in payload else None
     raw_options = {**nested, **{k: v for k, v in payload.items() if k not in MEDIA_FIELDS}}
     media_paths: dict[str, Path] = {}
     for name in MEDIA_FIELDS[1:]:
@@ -168,7 +175,7 @@ def parse_generate_request(payload: Any, workdir: Path, limits: Limits = Limits(
     if audio is None and options["idle_seconds"] is None and options["ref_info"] != "all":
         raise RequestError(422, "audio", "field 'audio' is required (base64 or data: URL of speech), unless "
                                          "'idle_seconds' is set or ref_info is 'all'.")
-    return image, audio, options
+    return image, audio, options, media_paths.get("video")
 
 
 def _resolve_aliases(payload: dict) -> dict:
@@ -199,10 +206,16 @@ def add_routes(app, runner: JobRunner, *, lock: ContextManager, control: JobCont
         except ValueError as error:
             raise RequestError(400, None, f"the body is not valid JSON: {error}.") from None
         with tempfile.TemporaryDirectory(prefix="sadtalker_api_") as workdir:
-            image, audio, options = parse_generate_request(payload, Path(workdir), current_limits())
+            image, audio, options, source_video = parse_generate_request(payload, Path(workdir), current_limits())
             with lock, control.scope("sadtalker-api", runner.timings) as (progress, cancel):
-                result = runner.run(image, str(audio) if audio else None, options, progress=progress,
-                                    cancel=cancel, preview=control.preview)
+                try:
+                    result = runner.run(image, str(audio) if audio else None, options, progress=progress,
+                                        cancel=cancel, preview=control.preview,
+                                        source_video=source_video)
+                except (NoFaceError, VideoError) as error:
+                    if source_video is None:
+                        raise
+                    raise RequestError(422, "video", str(error)) from None  # name the field that caused it
         return {
             "video": base64.b64encode(result.video_path.read_bytes()).decode("ascii"),
             "info": result.info,
@@ -278,6 +291,8 @@ def _request_schema() -> dict:
     properties: dict[str, Any] = {
         "image": {"type": "string", "description": "portrait, base64 or data: URL"},
         "audio": {"type": "string", "description": "speech (wav, mp3, m4a...), base64 or data: URL"},
+        "video": {"type": "string", "description": "a video to dub instead of animating 'image': its lips "
+                                                   "follow 'audio', base64 or data: URL"},
     }
     for alias, name in FIELD_ALIASES.items():
         properties[alias] = {"type": "string", "description": f"the original SadTalker's name for '{name}'"}
@@ -291,4 +306,5 @@ def _request_schema() -> dict:
             entry["default"] = option.default
         properties[option.name] = entry
     return {"type": "object", "properties": properties,
-            "oneOf": [{"required": ["image"]}, {"required": ["source_image"]}]}
+            "oneOf": [{"required": ["image"]}, {"required": ["source_image"]}, {"required": ["video"]},
+                      {"required": ["source_video"]}]}

@@ -26,6 +26,10 @@ _IGNORED_OFFICIAL_FLAGS = (
 )
 
 
+#: the official default of --source_image (used when neither a source image nor a video is given)
+_OFFICIAL_SOURCE = "./examples/source_image/full_body_1.png"
+
+
 def _help(name: str) -> str:
     return OPTIONS_BY_NAME[name].help
 
@@ -38,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     official = p.add_argument_group("official inference.py flags")
     official.add_argument("--driven_audio", default="./examples/driven_audio/bus_chinese.wav",
                           help="Speech audio (wav, mp3, m4a, ogg, flac, or a video's audio track).")
-    official.add_argument("--source_image", default="./examples/source_image/full_body_1.png",
-                          help="Portrait image (or a video: its first frame is used).")
+    official.add_argument("--source_image", default=None,
+                          help=f"Portrait image (or a video: its first frame is used); default {_OFFICIAL_SOURCE}.")
     official.add_argument("--ref_eyeblink", default=None, help=_help("ref_eyeblink"))
     official.add_argument("--ref_pose", default=None, help=_help("ref_pose"))
     official.add_argument("--checkpoint_dir", default="./checkpoints", help="Folder with the SadTalker weights.")
@@ -91,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: $SADTALKER_C2PA_CERT).")
     new.add_argument("--c2pa_key", "--c2pa-key", dest="c2pa_key", default=None, metavar="PEM",
                      help="Private key (PEM) of --c2pa_cert (default: $SADTALKER_C2PA_KEY).")
+    new.add_argument("--source_video", default=None,
+                     help="A video to dub instead of animating --source_image: its lips follow --driven_audio, its "
+                          "head, eyes and scene stay.")
+    new.add_argument("--mouth_only", action=argparse.BooleanOptionalAction, default=True, help=_help("mouth_only"))
+    new.add_argument("--video_audio_volume", type=float, default=0.0, help=_help("video_audio_volume"))
     new.add_argument("--device", default=None, help="torch device, e.g. cuda:1 (default: cuda, mps, cpu).")
     new.add_argument("--quiet", action="store_true", help="No progress bar.")
     return p
@@ -176,8 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = "cpu" if args.cpu else args.device
         talker = SadTalker(args.checkpoint_dir, device=device, old_version=args.old_version)
         audio = None if args.idle_seconds is not None else args.driven_audio
-        result = talker.generate(args.source_image, audio, result_dir=args.result_dir, progress=progress,
-                                 keep_intermediates=args.verbose, signing=signing, **options)
+        image = args.source_image
+        if image is None and args.source_video is None:
+            image = _OFFICIAL_SOURCE
+        result = talker.generate(image, audio, source_video=args.source_video, result_dir=args.result_dir,
+                                 progress=progress, keep_intermediates=args.verbose, signing=signing,
+                                 **options)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

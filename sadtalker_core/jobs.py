@@ -240,19 +240,22 @@ class JobRunner:
 
     def run(self, source_image: Any, driven_audio: Any, options: dict | None = None, *,
             progress: Progress | None = None, cancel: Any = None,
-            output_path: str | Path | None = None, preview: Callable[[Any], None] | None = None) -> JobResult:
+            output_path: str | Path | None = None, preview: Callable[[Any], None] | None = None,
+            source_video: Any = None) -> JobResult:
         """Validates ``options``, generates, writes the sidecar JSON; unloads afterwards unless kept loaded.
 
         The video goes to ``output_path`` when given (batches name their outputs), else to a dated folder
         under the configured output folder. ``preview(frame)`` gets the newest finished frame after every
-        rendered batch (see ``SadTalker.generate``)."""
+        rendered batch (see ``SadTalker.generate``). ``source_video`` (a path) dubs that video instead of
+        animating ``source_image`` (then None)."""
         options = validate_options(options or {})
         started = time.perf_counter()
-        self._say(f"job started: {_describe_input(source_image)} + {_describe_input(driven_audio) or 'no audio'}, "
+        source = _describe_input(source_video if source_video is not None else source_image)
+        self._say(f"job started: {source} + {_describe_input(driven_audio) or 'no audio'}, "
                   f"{options['preprocess']} {options['size']}")
         try:
             result, checkpoint_dir, config = self._generate(source_image, driven_audio, options, progress, cancel,
-                                                              output_path, preview)
+                                                              output_path, preview, source_video)
         except Cancelled:
             self._say(f"interrupted after {time.perf_counter() - started:.1f} s; nothing was saved")
             raise
@@ -268,6 +271,7 @@ class JobRunner:
             "created": _dt.datetime.now().isoformat(timespec="seconds"),
             "video": video_path.name,
             "source_image": _describe_input(source_image),
+            **({"source_video": _describe_input(source_video)} if source_video is not None else {}),
             "driven_audio": _describe_input(driven_audio),
             "checkpoint_dir": str(checkpoint_dir),
             "options": dict(result.options),
@@ -280,7 +284,8 @@ class JobRunner:
                          info=dict(result.info), crop_preview=getattr(result, "crop_preview", None))
 
 
-    def _generate(self, source_image, driven_audio, options: dict, progress, cancel, output_path, preview):
+    def _generate(self, source_image, driven_audio, options: dict, progress, cancel, output_path, preview,
+                  source_video=None):
         from .provenance import C2paCredentials
 
         config = self.config()
@@ -298,8 +303,10 @@ class JobRunner:
             result_dir.mkdir(parents=True, exist_ok=True)
         talker = self._talker(config, checkpoint_dir)
         try:
+            # passed only when given: image jobs call generate exactly as before
+            dub = {"source_video": source_video} if source_video is not None else {}
             result = talker.generate(source_image, driven_audio, result_dir=result_dir, output_path=output_path,
-                                     progress=progress, cancel=cancel, **extra, **options)
+                                     progress=progress, cancel=cancel, **dub, **extra, **options)
         finally:
             if not config.keep_loaded:
                 self.unload()

@@ -90,6 +90,11 @@ OPTIONS: tuple[Option, ...] = (
            choices=WATERMARK_POSITIONS),
     Option("watermark_opacity", 0.6, "Watermark strength: 0 = invisible, 1 = opaque.", "float", minimum=0.0,
            maximum=1.0),
+    Option("mouth_only", True, "Dubbing a video: replace only a feathered region around the mouth, so the "
+           "video's own eyes, blinks and brows stay; off re-renders the whole face with generated blinks.",
+           "bool"),
+    Option("video_audio_volume", 0.0, "Dubbing a video: volume of the video's own sound mixed under the new "
+           "speech (0 = replaced by the speech, 1 = full).", "float", minimum=0.0, maximum=1.0),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}

@@ -93,20 +93,25 @@ class SadTalker:
         self.models.unload()
 
     # ------------------------------------------------------------------------------------------------------
-    def generate(self, source_image, driven_audio=None, *, result_dir: str | os.PathLike | None = None,
+    def generate(self, source_image=None, driven_audio=None, *, source_video=None,
+                 result_dir: str | os.PathLike | None = None,
                  output_path: str | os.PathLike | None = None, progress: ProgressFn | None = None,
                  cancel=None, keep_intermediates: bool = False, preview: PreviewFn | None = None,
                  signing: provenance.C2paCredentials | None = None,
                  on_frames: Callable[[np.ndarray], None] | None = None, **options) -> GenerationResult:
         """Renders one video; returns its path, the options used (seed included) and an info dict.
 
-        ``progress(stage, done, total)`` follows the stages; ``preview(frame)`` (opt-in, nothing is copied
-        without it) gets the newest finished frame after every rendered batch, pasted into the full picture
-        in full modes. ``on_frames`` receives each batch of finished frames, (N, H, W, 3) uint8, as it is
-        written (front ends that keep the frames themselves, such as the ComfyUI nodes). ``signing``: C2PA
-        credentials; ``None`` reads $SADTALKER_C2PA_CERT / _KEY, and without any the video carries the
-        AI-generated metadata only (``info["provenance"]`` says so).
+        ``source_image`` animates a still picture; ``source_video`` dubs a video instead (see ``dub.py``):
+        give exactly one of them. ``progress(stage, done, total)`` follows the stages; ``preview(frame)``
+        (opt-in, nothing is copied without it) gets the newest finished frame after every rendered batch,
+        pasted into the full picture in full modes. ``on_frames`` receives each batch of finished frames,
+        (N, H, W, 3) uint8, as it is written (front ends that keep the frames themselves, such as the
+        ComfyUI nodes). ``signing``: C2PA credentials; ``None`` reads $SADTALKER_C2PA_CERT / _KEY, and
+        without any the video carries the AI-generated metadata only (``info["provenance"]`` says so).
         """
+        if (source_image is None) == (source_video is None):
+            raise InputError("give exactly one source: source_image (a picture to animate) or source_video (a "
+                             "video to dub), " + ("not both." if source_video is not None else "none was given."))
         opts = validate_options(options)
         if signing is None:
             signing = provenance.C2paCredentials.resolve()
@@ -116,6 +121,8 @@ class SadTalker:
         job = _Job(progress, cancel)
         started = time.perf_counter()
         out_path = self._output_path(result_dir, output_path)
+        if source_video is not None:
+            return self._dub(source_video, driven_audio, opts, out_path, job, started)
 
         try:
             # the cheap input checks come first: a wrong path must not wait for (or download) the networks
@@ -159,6 +166,17 @@ class SadTalker:
             **rendered,
         }
         return GenerationResult(video_path=out_path, options=opts, info=info, crop_preview=source.frame)
+
+    def _dub(self, source_video, driven_audio, opts: dict, out_path: Path, job: _Job, started: float
+             ) -> GenerationResult:
+        from . import dub
+
+        info, preview = dub.dub_video(self, source_video, driven_audio, opts, out_path, job)
+        job.finish()
+        info.update(device=str(self.device), precision=str(self.render_dtype).replace("torch.", ""),
+                    seconds={k: round(v, 3) for k, v in job.seconds.items()},
+                    total_seconds=round(time.perf_counter() - started, 3))
+        return GenerationResult(video_path=out_path, options=opts, info=info, crop_preview=preview)
 
     # -- stages -------------------------------------------------------------------------------------------
     @staticmethod

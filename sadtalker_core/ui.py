@@ -112,11 +112,17 @@ def ui_value_to_option(option: Option, value: Any) -> Any:
     return value
 
 
+def _file_of(value: Any) -> Any:
+    """A video component's value as a path (some gradio versions hand back {"name"/"path": ...}), or None."""
+    if isinstance(value, dict):
+        value = value.get("path") or value.get("name")
+    return value or None
+
+
 def _ref_options(ref_video: Any, ref_use: str | None) -> dict:
+    ref_video = _file_of(ref_video)
     if not ref_video:
         return {}
-    if isinstance(ref_video, dict):  # some gradio versions hand back {"name"/"path": ...}
-        ref_video = ref_video.get("path") or ref_video.get("name")
     return {"ref_video": ref_video, "ref_info": ref_use or "pose+blink"}
 
 
@@ -205,6 +211,11 @@ def build_ui(runner: JobRunner, control: JobControl, *, lock: ContextManager | N
                                     elem_id="sadtalker_source_image")
                 consent_note = make(gr.Markdown, value=CONSENT_NOTE, elem_id="sadtalker_consent")
                 audio_inputs = _audio_inputs(gr)
+                with make(gr.Accordion, label="Dub a video instead (optional)", open=False,
+                          elem_id="sadtalker_dub"):
+                    source_video = make(gr.Video, label="Video to dub: its lips follow the audio (leave the "
+                                        "source image empty)", sources=["upload"],
+                                        elem_id="sadtalker_source_video")
                 with make(gr.Accordion, label="Reference video (optional)", open=False,
                           elem_id="sadtalker_reference"):
                     ref_video = make(gr.Video, label="Reference video", sources=["upload"],
@@ -243,18 +254,22 @@ def build_ui(runner: JobRunner, control: JobControl, *, lock: ContextManager | N
                 args = args[1:]
             count = len(audio_inputs)
             image, audio_values = args[0], args[1:1 + count]
-            video_in, use, option_values = args[1 + count], args[2 + count], args[3 + count:]
+            video_in, use, option_values = args[1 + count], args[2 + count], args[3 + count:-1]
+            to_dub = _file_of(args[-1])
             audio = next((a for a in audio_values if a), None)
             folder = str(runner.config().output_dir)
-            if not image:
-                return None, None, folder, format_error("Add a source image (a portrait) first.")
+            if not image and not to_dub:
+                return None, None, folder, format_error("Add a source image (a portrait) first, or a video to dub.")
+            if image and to_dub:
+                return None, None, folder, format_error("Give either a source image or a video to dub, not both: "
+                                                        "clear one of them.")
             raw = {n: ui_value_to_option(OPTIONS_BY_NAME[n], v) for n, v in zip(option_names, option_values)}
             raw.update(_ref_options(video_in, use))
             with (lock or contextlib.nullcontext()), \
                     control.scope("sadtalker", runner.timings) as (progress, cancel):
                 try:
-                    result = runner.run(image, audio, raw, progress=progress, cancel=cancel,
-                                        preview=control.preview)
+                    result = runner.run(image or None, audio, raw, progress=progress, cancel=cancel,
+                                        preview=control.preview, source_video=to_dub)
                 except Cancelled:
                     return None, None, folder, format_error("Interrupted.")
                 except SadTalkerError as error:
@@ -291,7 +306,7 @@ def build_ui(runner: JobRunner, control: JobControl, *, lock: ContextManager | N
             yield (gr.update(value=None, visible=False), *outcome["result"])
 
         inputs = ([task_box] if task_box is not None else []) + [source_image, *audio_inputs, ref_video,
-                                                                   ref_use, *option_inputs.values()]
+                                                                   ref_use, *option_inputs.values(), source_video]
         outputs = [video, crop_preview, output_dir, info]
         if live_preview:
             handler = wrap(generate_streaming) if wrap else generate_streaming

@@ -39,13 +39,13 @@ class StubTalker:
         self.unloaded += 1
 
     def generate(self, source_image, driven_audio=None, *, result_dir=None, progress=None, cancel=None,
-                 preview=None, **options):
+                 preview=None, source_video=None, **options):
         from sadtalker_core.errors import Cancelled
         from sadtalker_core.options import validate_options
 
         options = validate_options(options)
         self.calls.append({"source_image": source_image, "driven_audio": driven_audio, "options": options,
-                           "result_dir": result_dir})
+                           "result_dir": result_dir, "source_video": source_video})
         for stage in ("load", "face", "audio", "coeffs"):
             if progress:
                 progress(stage, 0, 1)
