@@ -1,5 +1,6 @@
 // SadTalker tab: the host calls switch_to_sadtalker() after "Send to SadTalker" (paste-button binding),
-// submit_sadtalker() starts the host progress bar for a Generate click.
+// submit_sadtalker() starts the host progress bar for a Generate click, with the host's live preview (the
+// newest rendered frame) over the result box.
 
 function sadtalkerTabButton() {
     var app = gradioApp();
@@ -33,7 +34,7 @@ function submit_sadtalker() {
     if (typeof randomId === 'function' && typeof requestProgress === 'function') {
         var id = randomId();
         var result = gradioApp().getElementById('sadtalker_result');
-        requestProgress(id, result, null, function() {});
+        requestProgress(id, result, result, function() {});
         args[0] = id;
     }
     return args;

@@ -201,9 +201,11 @@ class _Clip:
         return crop.crop_face(frame, self.points[index], self.mode, self.size)
 
 
-def dub_video(talker, source_video, driven_audio, opts: dict, out_path: Path, job) -> tuple[dict, np.ndarray]:
+def dub_video(talker, source_video, driven_audio, opts: dict, out_path: Path, job, delivery
+              ) -> tuple[dict, np.ndarray]:
     """Renders the dubbed video to ``out_path``; returns (info, crop preview). ``talker`` is the calling
-    ``SadTalker`` (networks, device, face detector choice, 3DMM batching)."""
+    ``SadTalker`` (networks, device, face detector choice, 3DMM batching); ``delivery(frame_size)`` what the
+    frames and the file get on their way out (watermark, previews, provenance; see ``pipeline``)."""
     check_options(opts)
     if not isinstance(source_video, (str, os.PathLike)):
         raise VideoError(f"source_video must be a path to a video file, got {type(source_video).__name__}.")
@@ -243,7 +245,7 @@ def dub_video(talker, source_video, driven_audio, opts: dict, out_path: Path, jo
         # created only now, so a call that fails on its inputs leaves no new folder behind
         out_path.parent.mkdir(parents=True, exist_ok=True)
         job.stage("render", 0, num_output)
-        output_size = _render(talker, clip, expression, indices, opts, fps, track, out_path, job)
+        output_size, marks = _render(talker, clip, expression, indices, opts, fps, track, out_path, job, delivery)
         preview = clip.crop(int(np.argmax(clip.found))).frame
     finally:
         store.close()
@@ -253,6 +255,7 @@ def dub_video(talker, source_video, driven_audio, opts: dict, out_path: Path, jo
         "source_video_frames": int(store.count), "frames_with_face": int(clip.found.sum()),
         "frames_passed_through": num_output - rendered, "video_loops": bool(num_output > store.count),
         "paste_mode": mode, "face_detector": detector_note or detector, "output_size": list(output_size),
+        **marks,
     }
     return info, preview
 
@@ -310,15 +313,16 @@ def _expressions(talker, features: audio.AudioFeatures, clip: _Clip, indices: np
 
 
 def _render(talker, clip: _Clip, expression: np.ndarray, indices: np.ndarray, opts: dict, fps: float, track,
-            out_path: Path, job) -> tuple[int, int]:
+            out_path: Path, job, delivery) -> tuple[tuple[int, int], dict]:
     """Streams the output: batches of output frames, the ones with a face rendered together and pasted back,
-    the others passed through; returns the encoded (width, height)."""
+    the others passed through; returns the encoded (width, height) and the delivery's info."""
     models = talker.models
     nets = (models.kp_detector(clip.size), models.mapping_net(clip.mode), models.generator(clip.size))
     num_output, batch = len(indices), opts["batch_size"]
     height, width = clip.store.shape[:2]
+    out = delivery((width, height))
     with video.VideoWriter(out_path, (width, height), fps=fps, audio=track, duration=num_output / fps,
-                           crf=opts["crf"], audio_sample_rate=_MIX_RATE) as writer:
+                           crf=opts["crf"], audio_sample_rate=_MIX_RATE, **out.writer_options()) as writer:
         for start in range(0, num_output, batch):
             job.check()
             ts = np.arange(start, min(start + batch, num_output))
@@ -331,9 +335,9 @@ def _render(talker, clip: _Clip, expression: np.ndarray, indices: np.ndarray, op
                     i = indices[ts[k]]
                     frames[k] = _paste(frames[k], face, clip.crop_infos[i], clip.points[i], clip.mode, opts,
                                        talker.device)
-            writer.write(np.stack(frames))
+            out.write(writer, np.stack(frames))
             job.stage("render", int(ts[-1]) + 1, num_output)
-    return writer.encoded_size
+    return writer.encoded_size, out.info()
 
 
 def _render_faces(nets, clip: _Clip, expression: np.ndarray, indices: np.ndarray, ts: np.ndarray, frames: list,

@@ -122,7 +122,8 @@ class SadTalker:
         started = time.perf_counter()
         out_path = self._output_path(result_dir, output_path)
         if source_video is not None:
-            return self._dub(source_video, driven_audio, opts, out_path, job, started)
+            return self._dub(source_video, driven_audio, opts, out_path, job, started,
+                             hooks=dict(preview=preview, on_frames=on_frames, signing=signing))
 
         try:
             # the cheap input checks come first: a wrong path must not wait for (or download) the networks
@@ -167,11 +168,15 @@ class SadTalker:
         }
         return GenerationResult(video_path=out_path, options=opts, info=info, crop_preview=source.frame)
 
-    def _dub(self, source_video, driven_audio, opts: dict, out_path: Path, job: _Job, started: float
-             ) -> GenerationResult:
+    def _dub(self, source_video, driven_audio, opts: dict, out_path: Path, job: _Job, started: float,
+             hooks: dict) -> GenerationResult:
         from . import dub
 
-        info, preview = dub.dub_video(self, source_video, driven_audio, opts, out_path, job)
+        def delivery(frame_size: tuple[int, int]) -> _Delivery:
+            return _Delivery(opts, out_path, job, frame_size, ingredients=(
+                (source_video, "source video"), (driven_audio, "driving audio")), **hooks)
+
+        info, preview = dub.dub_video(self, source_video, driven_audio, opts, out_path, job, delivery)
         job.finish()
         info.update(device=str(self.device), precision=str(self.render_dtype).replace("torch.", ""),
                     seconds={k: round(v, 3) for k, v in job.seconds.items()},
@@ -315,23 +320,8 @@ class SadTalker:
         finish = _FrameFinisher(image, source.crop_info, preprocess, size, opts["blend"], self.device,
                                 face_enhancer, upscaler)
         frame_size = finish.output_size
-        mark = None
-        if opts["watermark"]:
-            mark = provenance.Watermark(opts["watermark"], frame_size, opts["watermark_position"],
-                                        opts["watermark_opacity"])
-        digest = provenance.params_digest(opts)
-        sign = None
-        if signing is not None and out_path.suffix.lower() in (".mp4", ".m4v", ".mov"):
-            def sign(encoded: Path, dest: Path) -> None:
-                # the inputs are hashed only now: nothing the first frame does not need runs before it
-                job.stage("sign")
-                portrait, sound = inputs
-                # samples (idle mode) are no input file: only a sound file is an ingredient
-                sound = sound if isinstance(sound, (str, os.PathLike)) else None
-                ingredients = [provenance.Ingredient.of(portrait, "source portrait"),
-                               provenance.Ingredient.of(sound, "driving audio")]
-                manifest = provenance.c2pa_manifest(out_path.name, [i for i in ingredients if i], digest)
-                provenance.sign_mp4(encoded, dest, signing, manifest)
+        delivery = _Delivery(opts, out_path, job, frame_size, preview=preview, on_frames=on_frames,
+                             signing=signing, ingredients=_ingredients(inputs))
 
         def on_render(stage: str, done: int, total: int) -> None:
             job.stage(stage, done, total)
@@ -340,27 +330,70 @@ class SadTalker:
         job.stage("render", 0, num_frames)
 
         with video.VideoWriter(out_path, frame_size, fps=opts["fps"], audio=audio_track,
-                               duration=num_frames / opts["fps"], crf=opts["crf"],
-                               metadata=provenance.mp4_metadata(digest), finalize=sign) as writer:
+                               duration=num_frames / opts["fps"], crf=opts["crf"], **delivery.writer_options()
+                               ) as writer:
             for _, frames in animate.render_frames(
                     self.models.kp_detector(size), self.models.mapping_net(preprocess),
                     self.models.generator(size), source_image, animate.source_semantics(source.coeff, preprocess),
                     animate.semantic_windows(targets), yaw=cameras["yaw"], pitch=cameras["pitch"],
                     roll=cameras["roll"], batch_size=opts["batch_size"], dtype=self.render_dtype,
                     progress=on_render, cancel=job.cancel):
-                finished = finish(frames)
-                if mark is not None:
-                    mark.apply(finished)
-                batch = finished.cpu().numpy()
-                if preview is not None:
-                    preview(batch[-1].copy())
-                writer.write(batch)
-                if on_frames is not None:
-                    on_frames(batch)
-        credentials = (f"signed content credentials (C2PA, {signing.cert.name})" if sign is not None
-                       else provenance.NO_CREDENTIALS_NOTE)
+                delivery.write(writer, finish(frames))
         # output_size: what the file holds, padded to even sizes
-        return {"output_size": list(writer.encoded_size), "params_sha256": digest, "provenance": credentials}
+        return {"output_size": list(writer.encoded_size), **delivery.info()}
+
+
+def _ingredients(inputs: tuple) -> tuple:
+    """(input, role) pairs for the C2PA manifest: the portrait (a file or a picture) and the sound file;
+    idle-mode samples are no input file."""
+    portrait, sound = inputs
+    return (portrait, "source portrait"), (sound if isinstance(sound, (str, os.PathLike)) else None, "driving audio")
+
+
+class _Delivery:
+    """What every written frame and file gets on its way out, whichever path rendered it (a portrait or a
+    dubbed video): the watermark, the live preview and frame hooks, the provenance tags and the signature."""
+
+    def __init__(self, opts: dict, out_path: Path, job: _Job, frame_size: tuple[int, int], *,
+                 preview: PreviewFn | None, on_frames: PreviewFn | None,
+                 signing: provenance.C2paCredentials | None, ingredients: tuple = ()):
+        self.preview, self.on_frames = preview, on_frames
+        self.mark = None
+        if opts["watermark"]:
+            self.mark = provenance.Watermark(opts["watermark"], frame_size, opts["watermark_position"],
+                                             opts["watermark_opacity"])
+        self.digest = provenance.params_digest(opts)
+        self.sign = None
+        if signing is not None and out_path.suffix.lower() in (".mp4", ".m4v", ".mov"):
+            def sign(encoded: Path, dest: Path) -> None:
+                # the inputs are hashed only now: nothing the first frame does not need runs before it
+                job.stage("sign")
+                found = [provenance.Ingredient.of(item, role) for item, role in ingredients]
+                manifest = provenance.c2pa_manifest(out_path.name, [i for i in found if i], self.digest)
+                provenance.sign_mp4(encoded, dest, signing, manifest)
+
+            self.sign = sign
+            self.credentials = f"signed content credentials (C2PA, {signing.cert.name})"
+        else:
+            self.credentials = provenance.NO_CREDENTIALS_NOTE
+
+    def writer_options(self) -> dict:
+        """``VideoWriter`` arguments: the AI-generated tags in the encode, the signature after it."""
+        return {"metadata": provenance.mp4_metadata(self.digest), "finalize": self.sign}
+
+    def write(self, writer: video.VideoWriter, frames) -> None:
+        """(N, H, W, 3) uint8 frames (torch or numpy) marked, shown and written."""
+        if self.mark is not None:
+            self.mark.apply(frames)
+        batch = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else frames
+        if self.preview is not None:
+            self.preview(batch[-1].copy())
+        writer.write(batch)
+        if self.on_frames is not None:
+            self.on_frames(batch)
+
+    def info(self) -> dict:
+        return {"params_sha256": self.digest, "provenance": self.credentials}
 
 
 class _FrameFinisher:

@@ -234,6 +234,18 @@ def _job_control_class():
             state.job = f"SadTalker: {tracker.stage or 'starting'}"
             state.textinfo = f"SadTalker {tracker.text()}"  # one line: the host JS hides multi-line text
 
+        def preview(self, frame):
+            """The newest rendered frame as the host's live preview (/internal/progress, the tab's result box),
+            when the host's "Show live previews" setting is on."""
+            from modules import shared
+
+            super().preview(frame)
+            if self.tracker is None or not getattr(shared.opts, "live_previews_enable", True):
+                return
+            from PIL import Image
+
+            shared.state.assign_current_image(Image.fromarray(frame))
+
         def _watch_interrupt(self, done):
             """Shows "Stopping after this batch" as soon as the host's Interrupt is pressed (the pipeline
             itself checks between batches)."""

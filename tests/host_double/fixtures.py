@@ -38,8 +38,8 @@ class StubTalker:
     def unload(self):
         self.unloaded += 1
 
-    def generate(self, source_image, driven_audio=None, *, result_dir=None, progress=None, cancel=None,
-                 preview=None, source_video=None, **options):
+    def generate(self, source_image, driven_audio=None, *, result_dir=None, output_path=None, progress=None,
+                 cancel=None, preview=None, source_video=None, **options):
         from sadtalker_core.errors import Cancelled
         from sadtalker_core.options import validate_options
 
@@ -58,7 +58,7 @@ class StubTalker:
                 preview(np.full((8, 8, 3), i, np.uint8))
             if self.on_batch:
                 self.on_batch(i)
-        path = Path(result_dir) / f"stub_{len(self.calls)}.mp4"
+        path = Path(output_path) if output_path else Path(result_dir) / f"stub_{len(self.calls)}.mp4"
         path.write_bytes(b"\x00\x00\x00\x18ftypmp42stub-video")
         return StubResult(path, options, {"num_frames": self.batches, "fps": options["fps"],
                                           "device": str(self.device)},

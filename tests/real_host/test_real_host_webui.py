@@ -16,7 +16,9 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from realhost_support import REPO, data_url, http, webui_host
 
@@ -169,7 +171,7 @@ def test_host_progress_grows_and_interrupt_stops_within_one_batch(real_host, def
 
     worker = threading.Thread(target=job)
     worker.start()
-    seen, render_updates = [], []
+    seen, render_updates, previews = [], [], []
     interrupted_at = None
     stopping_text = None
     deadline = time.monotonic() + 400
@@ -181,6 +183,10 @@ def test_host_progress_grows_and_interrupt_stops_within_one_batch(real_host, def
         text = progress.get("textinfo") or ""
         if interrupted_at is None and "render" in text.lower():
             render_updates.append((time.monotonic(), state.get("sampling_step")))
+            if not previews:  # the host's live preview: the newest rendered frame (opts.live_previews_enable)
+                image = http(default_host, "GET", "/sdapi/v1/progress")[1].get("current_image")
+                if image:
+                    previews.append(image)
             if len({s for _, s in render_updates}) >= 2:  # a batch finished: time one, then interrupt
                 assert http(default_host, "POST", "/sdapi/v1/interrupt")[0] == 200
                 interrupted_at = time.monotonic()
@@ -202,6 +208,9 @@ def test_host_progress_grows_and_interrupt_stops_within_one_batch(real_host, def
     assert outcome["done_at"] - interrupted_at <= max(2 * first_batch, 5) + 5, \
         (outcome["done_at"] - interrupted_at, first_batch)
     assert stopping_text and "stopping" in stopping_text.lower(), stopping_text
+    assert previews, "no live preview in /sdapi/v1/progress while frames were rendered"
+    preview = Image.open(io.BytesIO(base64.b64decode(previews[0].split(",")[-1])))
+    assert preview.size == (256, 256) and np.asarray(preview.convert("RGB")).std() > 1, preview
     # the host keeps serving; nothing partial left behind
     assert http(default_host, "GET", "/sdapi/v1/progress")[0] == 200
     assert http(default_host, "GET", "/sadtalker/v1/status")[0] == 200

@@ -29,6 +29,10 @@ class State:
     def interrupt(self):
         self.interrupted = True
 
+    def assign_current_image(self, image):  # A18 shared_state.py:164
+        self.current_image = image
+        self.id_live_preview += 1
+
     def skip(self):
         self.skipped = True
 
