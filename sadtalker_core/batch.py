@@ -34,7 +34,7 @@ RESULTS_NAME = "results.jsonl"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".ogg", ".flac", ".aac")
 #: row fields that are not generation options
-JOB_FIELDS = ("key", "source_image", "driven_audio", "output")
+JOB_FIELDS = ("key", "source_image", "source_video", "driven_audio", "output")
 #: options naming input files: resolved against the jobs file's folder, shipped as bytes to Ray workers
 PATH_OPTIONS = tuple(name for name, o in OPTIONS_BY_NAME.items() if o.kind == "path")
 
@@ -51,6 +51,7 @@ class BatchJob:
     options: dict  # the row's own options; command-line defaults are merged in by ``run_batch``
     output: Path
     error: str | None = None  # the row could not be read: the job fails with this message
+    source_video: str | None = None  # a video to dub instead of a portrait to animate
 
 
 @dataclass
@@ -184,15 +185,17 @@ def job_from_row(row: dict, index: int, base: Path, result_dir: Path) -> BatchJo
         return str(path if path.is_absolute() else base / path)
 
     source, audio = local(row.get("source_image")), local(row.get("driven_audio"))
+    video = local(row.get("source_video"))
     output = row.get("output")
     key = str(row.get("key") or (Path(output).stem if output else None)
-              or (Path(audio).stem if audio else None) or (Path(source).stem if source else None) or f"job{index}")
+              or (Path(audio).stem if audio else None) or (Path(source).stem if source else None)
+              or (Path(video).stem if video else None) or f"job{index}")
     output_path = result_dir / (output if output else f"{key}.mp4")
     if not output_path.suffix:
         output_path = output_path.with_suffix(".mp4")
     options = {k: (local(v) if k in PATH_OPTIONS else v) for k, v in row.items() if k not in JOB_FIELDS}
     return BatchJob(key=key, source_image=source, driven_audio=audio, options=options, output=output_path,
-                    error=error)
+                    error=error, source_video=video)
 
 
 def _unique_keys(jobs: list[BatchJob]) -> list[BatchJob]:
@@ -240,8 +243,8 @@ def prepare(job: BatchJob, defaults: dict) -> Task:
     if job.error:
         raise BatchError(job.error)
     options = validate_options({**defaults, **job.options})
-    if job.source_image is None:
-        raise BatchError("the job has no source_image.")
+    if job.source_image is None and job.source_video is None:
+        raise BatchError("the job has no source_image (or source_video to dub).")
     if job.driven_audio is None and options["idle_seconds"] is None and options["ref_info"] != "all":
         raise BatchError("the job has no driven_audio (give one, or idle_seconds for a video without speech).")
     if options["seed"] is None:
@@ -365,7 +368,7 @@ class LocalExecutor:
                 if self.control is not None:
                     _, cancel = stack.enter_context(self.control.scope(f"batch {job.key}"))
                 self.runner.run(job.source_image, job.driven_audio, task.options, progress=progress,
-                                cancel=cancel, output_path=job.output)
+                                cancel=cancel, output_path=job.output, source_video=job.source_video)
         except SadTalkerError as error:
             return JobOutcome(job.key, "failed", None, round(time.perf_counter() - started, 3),
                               task.options["seed"], one_line(error))
@@ -496,6 +499,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in ("source_image", "driven_audio"):
                 if getattr(job, name) is None and defaults.get(name) is not None:
                     setattr(job, name, defaults[name])
+            if job.source_video is not None:
+                job.source_image = None  # a row that dubs a video has no portrait, whatever the defaults say
         defaults = {k: v for k, v in defaults.items() if k not in ("source_image", "driven_audio")}
         if args.ray:
             from .batch_ray import ray_executor

@@ -100,12 +100,15 @@ class BatchQueue:
                 workdir = inputs / str(index)
                 workdir.mkdir(parents=True)
                 try:
-                    image, audio, options = parse_generate_request(row, workdir, limits)
+                    image, audio, options, source_video = parse_generate_request(row, workdir, limits)
                 except RequestError as problem:
                     job.error = problem.message
                 else:
-                    image.save(workdir / "image.png")
-                    job.source_image, job.options = str(workdir / "image.png"), options
+                    if image is not None:
+                        image.save(workdir / "image.png")
+                        job.source_image = str(workdir / "image.png")
+                    job.options = options
+                    job.source_video = str(source_video) if source_video is not None else None
                     job.driven_audio = str(audio) if audio else None
             jobs.append(job)
         batch = _Batch(batch_id, folder, _unique_keys(jobs))

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 from .batch import (PATH_OPTIONS, BatchError, BatchJob, JobOutcome, LocalExecutor, Task, ensure_checkpoints_for,
                     local_runner, one_line)
 
-_FILE_FIELDS = ("source_image", "driven_audio")
+_FILE_FIELDS = ("source_image", "driven_audio", "source_video")
 
 
 def package_runtime_env() -> dict:
@@ -86,7 +86,8 @@ class _Worker:
                 inputs[name] = str(folder / file_name)
             options = {**options, **{k: inputs[k] for k in PATH_OPTIONS if k in inputs}}
             output = Path(tmp) / "out" / output_name
-            job = BatchJob(key, inputs["source_image"], inputs["driven_audio"], {}, output)
+            job = BatchJob(key, inputs["source_image"], inputs["driven_audio"], {}, output,
+                           source_video=inputs.get("source_video"))
             task = Task(job, options)
             try:
                 ensure_checkpoints_for([task], self.checkpoint_dir, self.old_version)
