@@ -418,7 +418,11 @@ def _build_parser():
     parser.add_argument("--ray", default=None, metavar="auto|ADDRESS",
                         help="spread the jobs over a Ray cluster (auto: the running cluster, else a local one)")
     parser.add_argument("--ray_workers", type=int, default=None,
-                        help="at most this many Ray workers (default: one per GPU, or per CPU without GPUs)")
+                        help="at most this many Ray workers (default: one per GPU, or per CPU slot without GPUs)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads per worker (default: torch's choice locally, 1 per Ray CPU slot). On a "
+                             "CPU the video's bytes depend on it (sums run in a thread-dependent order): equal "
+                             "--threads give equal files locally and on Ray")
     # in a batch these come from the rows; given here they are defaults for rows that lack them
     parser.set_defaults(source_image=None, driven_audio=None, result_dir=None)
     return parser
@@ -506,8 +510,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .batch_ray import ray_executor
 
             executor = ray_executor(args.ray, args.checkpoint_dir, device=device, old_version=args.old_version,
-                                    max_workers=args.ray_workers)
+                                    max_workers=args.ray_workers, threads=args.threads)
         else:
+            if args.threads:
+                import torch
+
+                torch.set_num_threads(args.threads)
             runner = local_runner(args.checkpoint_dir, device, args.old_version, Path(args.result_dir))
 
             def executor(tasks, on_stage):

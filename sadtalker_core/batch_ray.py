@@ -65,7 +65,11 @@ def _pack(path: Any) -> tuple[str, bytes | str] | None:
 class _Worker:
     """The actor: one runner, jobs in a private temporary folder."""
 
-    def __init__(self, checkpoint_dir: str, device: Any, old_version: bool):
+    def __init__(self, checkpoint_dir: str, device: Any, old_version: bool, threads: int | None = None):
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)  # Ray also sets OMP_NUM_THREADS to the slot's CPUs
         self.checkpoint_dir, self.old_version = checkpoint_dir, old_version
         self.runner = local_runner(checkpoint_dir, device, old_version)
 
@@ -113,28 +117,31 @@ def _write_atomic(path: Path, data: bytes) -> None:
         temp.unlink(missing_ok=True)
 
 
-def _slots(ray, device: Any, max_workers: int | None) -> tuple[int, dict]:
+def _slots(ray, device: Any, max_workers: int | None, threads: int | None = None) -> tuple[int, dict]:
+    """How many actors and what each one reserves: a GPU each, else ``threads`` CPUs (default 1) each."""
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     if gpus and device != "cpu":
         count, per_actor = gpus, {"num_gpus": 1}
     else:
-        count, per_actor = max(1, int(resources.get("CPU", 1))), {"num_cpus": 1}
+        cpus = max(1, int(resources.get("CPU", 1)))
+        per_slot = min(max(1, threads or 1), cpus)  # more threads than the cluster's CPUs: one worker, all CPUs
+        count, per_actor = cpus // per_slot, {"num_cpus": per_slot}
     if max_workers:
         count = min(count, max_workers)
     return count, per_actor
 
 
 def ray_executor(address: str, checkpoint_dir: str, device: Any = None, old_version: bool = False,
-                 max_workers: int | None = None):
+                 max_workers: int | None = None, threads: int | None = None):
     """An executor for ``batch.run_batch`` that runs tasks on Ray actors (connects now)."""
     ray = _connect(address)
     remote_worker = ray.remote(_Worker)
 
     def execute(tasks: list[Task], on_stage) -> Iterator[JobOutcome]:
-        count, per_actor = _slots(ray, device, max_workers)
+        count, per_actor = _slots(ray, device, max_workers, threads)
         count = min(count, len(tasks))
-        actors = [remote_worker.options(**per_actor).remote(str(checkpoint_dir), device, old_version)
+        actors = [remote_worker.options(**per_actor).remote(str(checkpoint_dir), device, old_version, threads)
                   for _ in range(count)]
         queue = list(tasks)
         running: dict[Any, tuple[Any, Task, float]] = {}

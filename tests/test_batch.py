@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import golden
 from sadtalker_core import batch
@@ -257,8 +258,10 @@ def test_ray_gives_the_same_files_and_results_as_the_local_run(local_ray, runner
     ]))
     local_out, ray_out = tmp_path / "local", tmp_path / "ray"
     summary = _run(spec, local_out, runner)
+    # the local run's CPU threads: on a CPU the bytes depend on the thread count (see batch --threads)
+    threads = str(torch.get_num_threads())
     code = batch.main([str(spec), "--result_dir", str(ray_out), "--checkpoint_dir", str(checkpoints_256), "--cpu",
-                       "--face_detector", "dlib", "--seed", "3", "--ray", "auto", "--quiet"])
+                       "--face_detector", "dlib", "--seed", "3", "--ray", "auto", "--threads", threads, "--quiet"])
     assert code == 1 and not summary.ok  # the same exit status: one job failed
 
     def comparable(folder: Path) -> dict:

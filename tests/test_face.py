@@ -206,11 +206,11 @@ def test_auto_falls_back_to_dlib_when_fan_weights_cannot_be_had(tmp_path, monkey
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     attempts = []
 
-    def offline(url, dst, *args, **kwargs):
-        attempts.append(url)
+    def offline(request, *args, **kwargs):
+        attempts.append(getattr(request, "full_url", request))
         raise urllib.error.URLError("Name or service not known")
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)  # under the one downloader (download.fetch_file)
     backend, why = resolve_backend("auto", tmp_path)
     assert backend == "dlib" and "fan is unavailable" in why and "download failed" in why
     assert len(attempts) == 1  # tried the download once, then took dlib

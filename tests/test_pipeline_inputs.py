@@ -114,7 +114,7 @@ def test_unreadable_source(failing, tmp_path):
 
 def test_wrong_source_types_and_tiny_or_flat_pictures(failing):
     failing(ImageError, "Unsupported source image type int", source=123)
-    failing(ImageError, "Unsupported source image type NoneType", source=None)
+    failing(InputError, "give exactly one source.*none was given", source=None)
     failing(ImageError, "channels-first", source=np.zeros((3, 256, 256), np.uint8))
     failing(ImageError, "1x1 px, too small", source=np.zeros((1, 1, 3), np.uint8))
     failing(NoFaceError, "No face found in the 300x200", source=np.full((200, 300, 3), 128, np.uint8))

@@ -182,8 +182,16 @@ def test_upload_and_generate_gives_a_playable_video_with_the_host_progress_bar(p
     page.shot("before_generate")
 
     bar_texts: list[str] = []
+    live_previews: list[list[int]] = []
 
     def watch_progress():
+        # the host's live preview: its progress JS puts the newest rendered frame over the result box
+        preview = page.js("var i = gradioApp().querySelector('#sadtalker_result .livePreview img');"
+                          "return i && i.complete && [i.naturalWidth, i.naturalHeight]")
+        if preview and not live_previews:
+            page.shot("live_preview")
+        if preview:
+            live_previews.append(preview)
         text = page.js("var p = gradioApp().querySelector('#tab_sadtalker .progressDiv');"
                        "return p ? p.innerText.trim() : null")
         if text and (not bar_texts or bar_texts[-1] != text):
@@ -210,6 +218,9 @@ def test_upload_and_generate_gives_a_playable_video_with_the_host_progress_bar(p
     assert saved.name in info and saved.with_suffix(".json").is_file()
     assert size[0] == size[1] == 256 and 0.1 < size[2] < 0.5, size  # crop mode at 256: 256x256, ~0.2 s
     assert any("sadtalker" in t.lower() for t in bar_texts), f"the host progress bar never showed the job: {bar_texts}"
+    assert live_previews and live_previews[0] == [256, 256], f"no live preview of the frames: {live_previews}"
+    assert not page.js("return !!gradioApp().querySelector('#sadtalker_result .livePreview')"), \
+        "the live preview stayed after the job"
     entries = page.console()
     assert not _our_console_errors(entries), _our_console_errors(entries)
     stages = list(dict.fromkeys(re.sub(r"\s*ETA.*$", "", t) for t in bar_texts))
