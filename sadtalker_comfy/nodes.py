@@ -397,11 +397,14 @@ def _output_file(prefix: str, width: int, height: int) -> tuple[Path, dict]:
 def _video_file(video, folder: Path) -> str:
     """ComfyUI's VIDEO as a file the core reads: the file itself when the video comes from one (Load Video),
     else the video written to an mp4 in ``folder`` (Create Video's frames, an upload held in memory)."""
-    from comfy_api.latest import Types
+    from comfy_api.latest import InputImpl, Types
 
-    source = video.get_stream_source()
-    if isinstance(source, str) and os.path.isfile(source):
-        return source
+    # only a file-backed video is asked for its source: the base class's get_stream_source encodes any other
+    # video into memory, where it cannot tell which container to write
+    if isinstance(video, InputImpl.VideoFromFile):
+        source = video.get_stream_source()
+        if isinstance(source, str) and os.path.isfile(source):
+            return source
     path = folder / "source.mp4"
     video.save_to(str(path), format=Types.VideoContainer.MP4)
     return str(path)

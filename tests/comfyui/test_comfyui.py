@@ -418,5 +418,15 @@ def test_dub_video_without_a_face_shows_the_node_error(comfy):
     error, = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
     assert error["node_id"] == "11" and error["node_type"] == "SadTalkerDubVideo"
     message = error["exception_message"]
-    assert "no face was found" in message and "no_face.mp4" in message, message
+    assert f"no face was found in any of the {DUB_CLIP_FRAMES} frames of no_face.mp4" in message, message
+    # a VIDEO held as frames (Get Video Components -> Create Video) is written to a file first: the same
+    # frames reach the core
+    prompt = _dub_prompt(client, "no_face.mp4", save_video=False)
+    prompt["15"] = {"class_type": "GetVideoComponents", "inputs": {"video": ["10", 0]}}
+    prompt["16"] = {"class_type": "CreateVideo", "inputs": {"images": ["15", 0], "fps": ["15", 2]}}
+    prompt["11"]["inputs"]["video"] = ["16", 0]
+    entry = client.wait(client.queue(prompt), timeout=300)
+    error, = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert error["node_type"] == "SadTalkerDubVideo", error
+    assert f"no face was found in any of the {DUB_CLIP_FRAMES} frames" in error["exception_message"], error
     assert _sadtalker_temp_files(host) == []
