@@ -363,10 +363,12 @@ def test_dub_video_follows_the_audio_at_the_video_size(comfy, speech_clip):
     host, client = comfy
     prompt = _dub_prompt(client, "dub_clip.mp4", video_audio_volume=0.5, filename_prefix="sadtalker/dubbed")
     # its outputs into ComfyUI's own nodes: Create Video -> Save Video, Save Audio
-    prompt["12"] = {"class_type": "CreateVideo", "inputs": {"images": ["11", 0], "fps": ["11", 2], "audio": ["11", 1]}}
-    prompt["13"] = {"class_type": "SaveVideo", "inputs": {"video": ["12", 0], "filename_prefix": "sadtalker/dub_combined",
-                                                          "format": "auto", "codec": "auto"}}
-    prompt["14"] = {"class_type": "SaveAudio", "inputs": {"audio": ["11", 1], "filename_prefix": "sadtalker/dub_sound"}}
+    prompt["12"] = {"class_type": "CreateVideo",
+                    "inputs": {"images": ["11", 0], "fps": ["11", 2], "audio": ["11", 1]}}
+    prompt["13"] = {"class_type": "SaveVideo", "inputs": {
+        "video": ["12", 0], "filename_prefix": "sadtalker/dub_combined", "format": "auto", "codec": "auto"}}
+    prompt["14"] = {"class_type": "SaveAudio",
+                    "inputs": {"audio": ["11", 1], "filename_prefix": "sadtalker/dub_sound"}}
     listener = Listener(host, client.client_id)
     started = time.monotonic()
     try:
