@@ -1,4 +1,4 @@
-"""ComfyUI nodes on ``sadtalker_core``: loader, animate and face crop (see ``nodes.py``).
+"""ComfyUI nodes on ``sadtalker_core``: loader, animate, dub video and face crop (see ``nodes.py``).
 
 ``sadtalker_core`` is imported from this repository's root, which ComfyUI does not put on ``sys.path``; the
 root is added only for that import (as the WebUI extension does), so no other top-level name of the

@@ -1,18 +1,20 @@
-"""The ComfyUI nodes: SadTalker Loader, SadTalker Animate, SadTalker Face Crop.
+"""The ComfyUI nodes: SadTalker Loader, SadTalker Animate, SadTalker Dub Video, SadTalker Face Crop.
 
-Thin: inputs in ComfyUI's types (IMAGE tensors, the AUDIO waveform dict) become what ``sadtalker_core``
-takes, ``SadTalker.generate`` does the work, and its frames come back as IMAGE. Progress goes to ComfyUI's
-progress bar (with the latest frame as preview), ComfyUI's interrupt is honoured at every progress step,
-errors are raised with the core's message (ComfyUI shows it on the node), and the only files written outside
-the output folder live in a temporary folder removed when the node returns.
+Thin: inputs in ComfyUI's types (IMAGE tensors, the AUDIO waveform dict, the VIDEO object) become what
+``sadtalker_core`` takes, ``SadTalker.generate`` does the work, and its frames come back as IMAGE. Progress goes
+to ComfyUI's progress bar (with the latest frame as preview), ComfyUI's interrupt is honoured at every progress
+step, errors are raised with the core's message (ComfyUI shows it on the node), and the only files written
+outside the output folder live in a temporary folder removed when the node returns.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import wave
 from pathlib import Path
+from typing import Iterator
 
 import folder_paths
 import numpy as np
@@ -98,6 +100,13 @@ class SadTalkerLoader:
         return (SadTalkerHandle(talker, size),)
 
 
+def _save_inputs(prefix: str) -> dict[str, tuple]:
+    """The save_video / filename_prefix widgets of the nodes that render a video."""
+    return {"save_video": ("BOOLEAN", {"default": True, "tooltip": "Also write the mp4 (with sound) to the "
+                                                                   "output folder."}),
+            "filename_prefix": ("STRING", {"default": prefix})}
+
+
 class SadTalkerAnimate:
     DESCRIPTION = ("Animates each portrait of the IMAGE batch with the speech of AUDIO. Outputs the frames "
                    "(IMAGE), the matching audio and the frame rate, for ComfyUI's video nodes; optionally saves "
@@ -115,10 +124,8 @@ class SadTalkerAnimate:
                 "sadtalker": (MODEL_TYPE,),
                 "image": ("IMAGE", {"tooltip": "Portrait(s); each image of the batch gives one video, one after "
                                                "the other in the output frames."}),
-                **widgets.input_types(),
-                "save_video": ("BOOLEAN", {"default": True, "tooltip": "Also write the mp4 (with sound) to the "
-                                                                      "output folder."}),
-                "filename_prefix": ("STRING", {"default": "sadtalker/SadTalker"}),
+                **widgets.input_types(widgets.ANIMATE_OPTIONS),
+                **_save_inputs("sadtalker/SadTalker"),
             },
             "optional": {
                 "audio": ("AUDIO", {"tooltip": "Speech; not needed with idle_seconds."}),
@@ -140,30 +147,71 @@ class SadTalkerAnimate:
         portraits = _uint8_images(image)
         progress = _Progress(len(portraits))
         videos, frames, sounds = [], [], []
-        temp_root = Path(folder_paths.get_temp_directory())
-        temp_root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="sadtalker_", dir=temp_root) as temp:
-            speech = _write_wav(audio, Path(temp) / "speech.wav") if audio is not None else None
+        with _work_folder() as temp:
+            speech = _write_wav(audio, temp / "speech.wav") if audio is not None else None
             for index, portrait in enumerate(portraits):
-                target = Path(temp) / f"video_{index}.mp4"
+                target = temp / f"video_{index}.mp4"
                 if save_video:
-                    target, saved = _output_file(filename_prefix, portrait)
+                    target, saved = _output_file(filename_prefix, portrait.shape[1], portrait.shape[0])
                     videos.append(saved)
-                chunks: list[np.ndarray] = []
-
-                def keep(batch, chunks=chunks):
-                    chunks.append(batch)
-                    progress.show(batch[-1])
-
-                result = sadtalker.talker.generate(portrait, speech, output_path=target, on_frames=keep,
+                kept = _KeptFrames(progress)
+                result = sadtalker.talker.generate(portrait, speech, output_path=target, on_frames=kept,
                                                    progress=progress.stage_callback(index), **options)
-                frames.append(_resize_all(_even_size(np.concatenate(chunks)),
-                                          frames[0].shape[1:3] if frames else None))
+                frames.append(_resize_all(_even_size(kept.all()), frames[0].shape[1:3] if frames else None))
                 sounds.append(_track(audio, result.info["num_frames"] / options["fps"]))
-        out = torch.from_numpy(np.concatenate(frames)).float().div_(255.0)
+        out = _as_image(np.concatenate(frames))
         sound = {"waveform": torch.cat([s["waveform"] for s in sounds], dim=-1), "sample_rate": sounds[0]["sample_rate"]}
         ui = {"images": videos, "animated": (True,)} if videos else {}
         return {"ui": ui, "result": (out, sound, float(options["fps"]))}
+
+
+class SadTalkerDubVideo:
+    DESCRIPTION = ("Dubs a VIDEO with the speech of AUDIO: the lips follow the speech while the head, eyes and "
+                   "scene stay the video's. The result has the video's frame size and frame rate and the length "
+                   "of the audio (a longer audio plays the video forward and backward). Outputs the frames "
+                   "(IMAGE), the matching audio and the frame rate; optionally saves the mp4 itself.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT")
+    RETURN_NAMES = ("frames", "audio", "fps")
+    FUNCTION = "dub"
+    OUTPUT_NODE = True  # the saved video shows in the UI and in /history
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "sadtalker": (MODEL_TYPE,),
+            # ComfyUI's own video type: Load Video (a file of the input folder, with upload), Create Video...
+            "video": ("VIDEO", {"tooltip": "The video to dub, e.g. from Load Video; a face must be visible."}),
+            "audio": ("AUDIO", {"tooltip": "The new speech; the result lasts as long as it."}),
+            **widgets.input_types(widgets.DUB_VIDEO_OPTIONS),
+            **_save_inputs("sadtalker/SadTalker_dub"),
+        }}
+
+    def dub(self, sadtalker, video, audio, save_video=True, filename_prefix="sadtalker/SadTalker_dub", **values):
+        options = validate_options({o.name: widgets.option_value(o, values[o.name])
+                                    for o in widgets.DUB_VIDEO_OPTIONS}, size=sadtalker.size)
+        progress = _Progress(1)
+        videos = []
+        with _work_folder() as temp:
+            source = _video_file(video, temp)
+            speech = _write_wav(audio, temp / "speech.wav")
+            target = temp / "dubbed.mp4"
+            if save_video:
+                target, saved = _output_file(filename_prefix, *video.get_dimensions())
+                videos.append(saved)
+            kept = _KeptFrames(progress)
+            result = sadtalker.talker.generate(source_video=source, driven_audio=speech, output_path=target,
+                                               on_frames=kept, progress=progress.stage_callback(0), **options)
+            fps = float(result.info["fps"])  # the video's own rate
+            seconds = result.info["num_frames"] / fps
+            if options["video_audio_volume"] > 0:
+                # the core mixed the video's sound under the speech into the file: that mix is the sound of
+                # these frames, so AUDIO carries it too (decoded back, as only the file holds it)
+                sound = _track(_file_sound(target, int(audio["sample_rate"])), seconds)
+            else:
+                sound = _track(audio, seconds)
+        ui = {"images": videos, "animated": (True,)} if videos else {}
+        return {"ui": ui, "result": (_as_image(_even_size(kept.all())), sound, fps)}
 
 
 class SadTalkerFaceCrop:
@@ -183,7 +231,6 @@ class SadTalkerFaceCrop:
 
     def crop(self, image, sadtalker=None, **values):
         import cv2
-        import torch
 
         from sadtalker_core import paste
         from sadtalker_core.face import crop, landmarks
@@ -207,8 +254,7 @@ class SadTalkerFaceCrop:
                 cv2.rectangle(preview, (x0, y0), (x1 - 1, y1 - 1), (255, 0, 0), thickness)
             crops.append(result.frame)
             previews.append(preview)
-        as_image = lambda arrays: torch.from_numpy(np.stack(arrays)).float().div_(255.0)  # noqa: E731
-        return (as_image(crops), as_image(previews))
+        return (_as_image(np.stack(crops)), _as_image(np.stack(previews)))
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
@@ -230,6 +276,8 @@ class _Progress:
             step = self._BEFORE_RENDER.get(stage)
             if step is None:  # render: 10..100
                 step = 10 + (90 * done // total if total else 0)
+            elif stage == "face" and total > 1:  # dubbing tracks the face frame by frame: 4..6
+                step += 2 * done // total
             self.bar.update_absolute(100 * index + step)
 
         return report
@@ -239,6 +287,38 @@ class _Progress:
         from PIL import Image
 
         self.bar.update_absolute(self.bar.current, preview=("JPEG", Image.fromarray(frame), 512))
+
+
+class _KeptFrames:
+    """The ``on_frames`` hook of one video: keeps its finished frames, the newest shown as the preview."""
+
+    def __init__(self, progress: _Progress):
+        self.progress = progress
+        self.batches: list[np.ndarray] = []
+
+    def __call__(self, batch: np.ndarray) -> None:
+        self.batches.append(batch)
+        self.progress.show(batch[-1])
+
+    def all(self) -> np.ndarray:
+        return np.concatenate(self.batches)
+
+
+@contextlib.contextmanager
+def _work_folder() -> Iterator[Path]:
+    """A temporary folder in ComfyUI's temp directory, removed with everything in it when the node returns,
+    fails or is interrupted."""
+    temp_root = Path(folder_paths.get_temp_directory())
+    temp_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sadtalker_", dir=temp_root) as folder:
+        yield Path(folder)
+
+
+def _as_image(frames: np.ndarray):
+    """(B, H, W, 3) uint8 -> ComfyUI's IMAGE: float32 in 0..1."""
+    import torch
+
+    return torch.from_numpy(frames).float().div_(255.0)
 
 
 def _uint8_images(image) -> list[np.ndarray]:
@@ -301,17 +381,43 @@ def _track(audio: dict | None, seconds: float) -> dict:
     return {"waveform": torch.cat([waveform, pad], dim=-1), "sample_rate": rate}
 
 
-def _output_file(prefix: str, portrait: np.ndarray) -> tuple[Path, dict]:
-    """A new mp4 path in ComfyUI's output folder, and how the UI refers to it."""
+def _output_file(prefix: str, width: int, height: int) -> tuple[Path, dict]:
+    """A new mp4 path in ComfyUI's output folder, and how the UI refers to it (the size fills the prefix's
+    %width% / %height%)."""
     output_dir = folder_paths.get_output_directory()
-    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
-        prefix, output_dir, portrait.shape[1], portrait.shape[0])
+    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, output_dir, width, height)
     os.makedirs(folder, exist_ok=True)
     filename = f"{name}_{counter:05}_.mp4"
     while os.path.exists(os.path.join(folder, filename)):  # several portraits in one call
         counter += 1
         filename = f"{name}_{counter:05}_.mp4"
     return Path(folder, filename), {"filename": filename, "subfolder": subfolder, "type": "output"}
+
+
+def _video_file(video, folder: Path) -> str:
+    """ComfyUI's VIDEO as a file the core reads: the file itself when the video comes from one (Load Video),
+    else the video written to an mp4 in ``folder`` (Create Video's frames, an upload held in memory)."""
+    from comfy_api.latest import InputImpl, Types
+
+    # only a file-backed video is asked for its source: the base class's get_stream_source encodes any other
+    # video into memory, where it cannot tell which container to write
+    if isinstance(video, InputImpl.VideoFromFile):
+        source = video.get_stream_source()
+        if isinstance(source, str) and os.path.isfile(source):
+            return source
+    path = folder / "source.mp4"
+    video.save_to(str(path), format=Types.VideoContainer.MP4)
+    return str(path)
+
+
+def _file_sound(path: Path, sample_rate: int) -> dict:
+    """The sound track of a video file as AUDIO (mono)."""
+    import torch
+
+    from sadtalker_core import audio
+
+    return {"waveform": torch.from_numpy(audio.load_audio(path, sample_rate))[None, None],
+            "sample_rate": sample_rate}
 
 
 def _input_path(value: str) -> str:
@@ -323,10 +429,12 @@ def _input_path(value: str) -> str:
 NODE_CLASS_MAPPINGS = {
     "SadTalkerLoader": SadTalkerLoader,
     "SadTalkerAnimate": SadTalkerAnimate,
+    "SadTalkerDubVideo": SadTalkerDubVideo,
     "SadTalkerFaceCrop": SadTalkerFaceCrop,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "SadTalkerLoader": "SadTalker Loader",
     "SadTalkerAnimate": "SadTalker Animate",
+    "SadTalkerDubVideo": "SadTalker Dub Video",
     "SadTalkerFaceCrop": "SadTalker Face Crop",
 }

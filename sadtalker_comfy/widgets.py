@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sadtalker_core.options import OPTIONS, Option
+from sadtalker_core.options import DUB_OPTIONS, PORTRAIT_OPTIONS, Option
 
 NONE = "none"
 #: options set on the Loader node: the networks loaded depend on them
 LOADER_OPTIONS = ("size",)
-#: options the Animate node shows (every other one, in table order)
-ANIMATE_OPTIONS: tuple[Option, ...] = tuple(o for o in OPTIONS if o.name not in LOADER_OPTIONS)
+#: options the Animate node shows: those acting on a portrait, in table order
+ANIMATE_OPTIONS: tuple[Option, ...] = tuple(o for o in PORTRAIT_OPTIONS if o.name not in LOADER_OPTIONS)
+#: options the Dub Video node shows: those acting on a dub (none that dubbing refuses or ignores)
+DUB_VIDEO_OPTIONS: tuple[Option, ...] = tuple(o for o in DUB_OPTIONS if o.name not in LOADER_OPTIONS)
 #: ComfyUI's INT widgets hold 64-bit values (its own seeds go to 0xffffffffffffffff)
 _INT_LIMIT = 2**64 - 1
 

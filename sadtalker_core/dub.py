@@ -30,6 +30,7 @@ from scipy.ndimage import gaussian_filter1d
 from . import animate, audio, coeffs, paste, video
 from .errors import InputError, NoFaceError, OptionError, VideoError
 from .face import align, crop, landmarks
+from .options import NOT_WITH_VIDEO
 
 #: temporal smoothing of the tracked landmarks (in frames): removes detector jitter, keeps head motion
 TRACK_SMOOTH_SIGMA = 1.5
@@ -42,14 +43,11 @@ _LOWER_FACE = list(range(2, 15)) + list(range(31, 36))
 MOUTH_FEATHER = 0.06
 #: sample rate of the mixed sound track when the video's own audio is kept under the speech
 _MIX_RATE = 48000
-#: options that drive what dubbing takes from the video instead; given, they would be silently ignored
-_NOT_WITH_VIDEO = ("ref_eyeblink", "ref_pose", "ref_video", "idle_seconds", "input_yaw", "input_pitch",
-                   "input_roll", "landmarks", "face_box", "enhancer", "background_enhancer")
 
 
 def check_options(opts: dict) -> None:
     """Refuses options that have no meaning when the source is a video (the video gives pose and blinks)."""
-    given = [name for name in _NOT_WITH_VIDEO if opts.get(name) is not None]
+    given = [name for name in NOT_WITH_VIDEO if opts.get(name) is not None]
     if given:
         raise OptionError(f"option(s) {', '.join(given)} cannot be used with source_video: dubbing takes the "
                           "head pose, eyes and face position from the video itself. Remove them, or animate a "

@@ -99,6 +99,22 @@ OPTIONS: tuple[Option, ...] = (
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
+# Which options apply when the source is a video to dub (``dub.py``) rather than a portrait. Front ends that
+# show one form per source (the ComfyUI nodes) derive their fields from these, so each list lives only here.
+#: read only when dubbing; a portrait has no video to take a mouth region or a sound track from
+DUB_ONLY_OPTIONS = ("mouth_only", "video_audio_volume")
+#: refused with a video (``dub.check_options``): the video itself gives the head pose, eyes and face position
+#: they would set, or (enhancers) dubbing does not run them; all are optional, so "given" is "not None"
+NOT_WITH_VIDEO = ("ref_eyeblink", "ref_pose", "ref_video", "ref_info", "idle_seconds", "input_yaw",
+                  "input_pitch", "input_roll", "landmarks", "face_box", "enhancer", "background_enhancer")
+#: always set (they have defaults, so they cannot be refused) but unused with a video: the output keeps the
+#: video's own frame rate (``fps`` only stands in when the file has none) and head motion
+IGNORED_WITH_VIDEO = ("fps", "still", "pose_style", "head_motion_scale")
+#: the options that act on a dub, in table order
+DUB_OPTIONS: tuple[Option, ...] = tuple(o for o in OPTIONS if o.name not in NOT_WITH_VIDEO + IGNORED_WITH_VIDEO)
+#: the options that act on an animated portrait, in table order
+PORTRAIT_OPTIONS: tuple[Option, ...] = tuple(o for o in OPTIONS if o.name not in DUB_ONLY_OPTIONS)
+
 
 def default_options() -> dict[str, Any]:
     return {o.name: (list(o.default) if isinstance(o.default, list) else o.default) for o in OPTIONS}

@@ -25,3 +25,20 @@ def test_root_package_outside_comfyui_exports_nothing_and_imports_nothing_heavy(
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"nodes": [], "names": [], "heavy": []}
+
+
+def test_example_workflow_sets_every_animate_widget():
+    """ComfyUI refuses a prompt that lacks a required input: a new option must reach the example too."""
+    import json
+
+    sys.path.insert(0, str(REPO))
+    try:
+        from sadtalker_comfy import widgets  # the option table only: no ComfyUI needed
+    finally:
+        sys.path.remove(str(REPO))
+    example = json.loads((REPO / "examples" / "comfyui_sadtalker.json").read_text())
+    animate, = [node for node in example.values() if node["class_type"] == "SadTalkerAnimate"]
+    names = {o.name for o in widgets.ANIMATE_OPTIONS}
+    assert sorted(names - set(animate["inputs"])) == []
+    assert sorted(set(animate["inputs"]) - names - {"sadtalker", "image", "audio", "save_video",
+                                                    "filename_prefix"}) == []

@@ -219,6 +219,24 @@ def test_options_that_the_video_decides_are_refused():
     dub.check_options({"ref_pose": None, "still": True})
 
 
+def test_every_option_is_placed_once_for_dubbing():
+    from sadtalker_core.options import (DUB_ONLY_OPTIONS, DUB_OPTIONS, IGNORED_WITH_VIDEO, NOT_WITH_VIDEO,
+                                        OPTIONS, OPTIONS_BY_NAME, PORTRAIT_OPTIONS)
+
+    named = DUB_ONLY_OPTIONS + NOT_WITH_VIDEO + IGNORED_WITH_VIDEO
+    assert set(named) <= set(OPTIONS_BY_NAME) and len(set(named)) == len(named)  # no typo, no name twice
+    # check_options sees "given" as "not None": an option with a default could never be refused
+    assert all(OPTIONS_BY_NAME[name].optional for name in NOT_WITH_VIDEO)
+    for name in NOT_WITH_VIDEO:
+        with pytest.raises(OptionError, match=f"{name} cannot be used with source_video"):
+            dub.check_options({name: "x"})
+    dub_names = [o.name for o in DUB_OPTIONS]
+    assert set(DUB_ONLY_OPTIONS) <= set(dub_names) and not set(dub_names) & set(NOT_WITH_VIDEO + IGNORED_WITH_VIDEO)
+    assert not {o.name for o in PORTRAIT_OPTIONS} & set(DUB_ONLY_OPTIONS)
+    # every option acts on a portrait, a dub, or both
+    assert {o.name for o in PORTRAIT_OPTIONS} | set(dub_names) == {o.name for o in OPTIONS}
+
+
 # -- the pieces ------------------------------------------------------------------------------------------------
 
 def test_pingpong_order_has_no_jump():

@@ -1,8 +1,9 @@
 """The ComfyUI nodes in a real ComfyUI (v0.3.64 from ../shared/hosts, started by tools/comfy_host.py).
 
 One ComfyUI for the module, with this checkout linked into custom_nodes/, synthetic checkpoints (written by the
-current torch) in its models/sadtalker, a real portrait and 0.16 s of real speech in its input folder. Everything
-goes through ComfyUI's HTTP API: /object_info, POST /prompt, /history, POST /interrupt.
+current torch) in its models/sadtalker, a real portrait, 0.16 s of real speech and a 3-frame cut of a real
+talking-head video in its input folder. Everything goes through ComfyUI's HTTP API: /object_info, POST /prompt,
+/history, POST /interrupt.
 """
 
 from __future__ import annotations
@@ -27,14 +28,19 @@ sys.path.insert(0, str(REPO / "tools"))
 import comfy_host  # noqa: E402
 
 from sadtalker_core import audio, video  # noqa: E402
-from sadtalker_core.options import OPTIONS  # noqa: E402
+from sadtalker_core.options import (  # noqa: E402
+    DUB_ONLY_OPTIONS, DUB_OPTIONS, IGNORED_WITH_VIDEO, NOT_WITH_VIDEO, OPTIONS_BY_NAME, PORTRAIT_OPTIONS)
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
 EXAMPLE = REPO / "examples" / "comfyui_sadtalker.json"
 SPEECH_SECONDS = 0.16
 CHECKPOINTS = ("SadTalker_V0.0.2_256.safetensors", "mapping_00229-model.pth.tar", "mapping_00109-model.pth.tar")
-NODES = ("SadTalkerLoader", "SadTalkerAnimate", "SadTalkerFaceCrop")
+NODES = ("SadTalkerLoader", "SadTalkerAnimate", "SadTalkerDubVideo", "SadTalkerFaceCrop")
+#: the video to dub: the first frames of a real talking head, shrunk (each output frame renders a 256 face)
+DUB_CLIP_FRAMES, DUB_CLIP_SIDE = 3, 192
+#: the dub clip's own sound: a tone, easy to find again in a mix (Hz, amplitude)
+DUB_CLIP_TONE = (440.0, 0.5)
 
 
 def _free_port() -> int:
@@ -88,6 +94,7 @@ def comfy(tmp_path_factory, checkpoint_factory, media, speech_clip):
     (host.data / "input").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(media / "art_7.png", host.data / "input" / "sadtalker_portrait.png")
     shutil.copyfile(speech_clip(SPEECH_SECONDS), host.data / "input" / "sadtalker_speech.wav")
+    _write_dub_clips(media / "WDA_KatieHill_000.mp4", host.data / "input")
     # an image with no face in it: soft colour gradients
     ramp = np.linspace(0, 255, 256, dtype=np.uint8)
     Image.fromarray(np.dstack([np.tile(ramp, (256, 1)), np.tile(ramp[:, None], (1, 256)),
@@ -104,6 +111,34 @@ def comfy(tmp_path_factory, checkpoint_factory, media, speech_clip):
             import os
 
             os.killpg(pid, 0)
+
+
+def _write_dub_clips(talking_head: Path, folder: Path) -> None:
+    """dub_clip.mp4: the first frames of the talking head at DUB_CLIP_SIDE, with a tone as its sound;
+    no_face.mp4: as many frames of soft colour gradients."""
+    import cv2
+
+    frames = [cv2.resize(f, (DUB_CLIP_SIDE, DUB_CLIP_SIDE), interpolation=cv2.INTER_AREA)
+              for f in video.read_video_frames(talking_head, max_frames=DUB_CLIP_FRAMES)]
+    seconds = DUB_CLIP_FRAMES / 25
+    rate = 48000
+    hz, amplitude = DUB_CLIP_TONE
+    tone = (amplitude * np.sin(2 * np.pi * hz * np.arange(round(seconds * rate)) / rate)).astype(np.float32)
+    with video.VideoWriter(folder / "dub_clip.mp4", fps=25, crf=10, audio=tone, audio_sample_rate=rate,
+                           duration=seconds) as writer:
+        writer.write(np.stack(frames))
+    ramp = np.linspace(0, 255, DUB_CLIP_SIDE, dtype=np.uint8)
+    gradient = np.dstack([np.tile(ramp, (DUB_CLIP_SIDE, 1)), np.tile(ramp[:, None], (1, DUB_CLIP_SIDE)),
+                          np.full((DUB_CLIP_SIDE, DUB_CLIP_SIDE), 128, np.uint8)])
+    with video.VideoWriter(folder / "no_face.mp4", fps=25, crf=10) as writer:
+        writer.write(np.stack([np.roll(gradient, 8 * i, axis=1) for i in range(DUB_CLIP_FRAMES)]))
+
+
+def _tone_amplitude(samples: np.ndarray, rate: int, hz: float) -> float:
+    """Amplitude of the ``hz`` sine in ``samples`` (projection on sine and cosine)."""
+    t = np.arange(len(samples)) / rate
+    return float(2 * np.hypot(samples @ np.sin(2 * np.pi * hz * t), samples @ np.cos(2 * np.pi * hz * t))
+                 / len(samples))
 
 
 def _example() -> dict:
@@ -126,15 +161,40 @@ def test_nodes_are_listed_with_the_option_table(comfy):
     info = client.get("/object_info")
     for name in NODES:
         assert name in info, f"{name} not in /object_info; log:\n{host.log_tail()}"
+    # size is chosen on the Loader: the networks loaded depend on it
+    size = OPTIONS_BY_NAME["size"]
+    assert [int(c) for c in info["SadTalkerLoader"]["input"]["required"]["size"][0]] == list(size.choices)
     animate = info["SadTalkerAnimate"]
     assert animate["output"] == ["IMAGE", "AUDIO", "FLOAT"]
     required = animate["input"]["required"]
     assert required["sadtalker"][0] == "SADTALKER_MODEL" and required["image"][0] == "IMAGE"
     assert animate["input"]["optional"]["audio"][0] == "AUDIO"
-    for option in OPTIONS:
-        if option.name == "size":  # chosen on the Loader: the networks loaded depend on it
-            assert [int(c) for c in info["SadTalkerLoader"]["input"]["required"]["size"][0]] == list(option.choices)
-            continue
+    # every option that acts on a portrait, none that only dubbing reads
+    portrait = [o for o in PORTRAIT_OPTIONS if o is not size]
+    assert set(required) == {"sadtalker", "image", "save_video", "filename_prefix"} | {o.name for o in portrait}
+    assert not set(required) & set(DUB_ONLY_OPTIONS)
+    _check_widgets(required, portrait)
+
+    dub = info["SadTalkerDubVideo"]
+    assert dub["display_name"] == "SadTalker Dub Video" and dub["output"] == ["IMAGE", "AUDIO", "FLOAT"]
+    required = dub["input"]["required"]
+    assert [required[n][0] for n in ("sadtalker", "video", "audio")] == ["SADTALKER_MODEL", "VIDEO", "AUDIO"]
+    # every option that acts on a dub, none that dubbing refuses or ignores
+    dubbing = [o for o in DUB_OPTIONS if o is not size]
+    assert set(required) == {"sadtalker", "video", "audio", "save_video", "filename_prefix"} | {
+        o.name for o in dubbing}
+    assert set(DUB_ONLY_OPTIONS) <= set(required) and not set(required) & set(NOT_WITH_VIDEO + IGNORED_WITH_VIDEO)
+    _check_widgets(required, dubbing)
+
+    checkpoints = info["SadTalkerLoader"]["input"]["required"]["checkpoints"][0]
+    assert "." in checkpoints
+    crop = info["SadTalkerFaceCrop"]
+    assert crop["output"] == ["IMAGE", "IMAGE"] and crop["input"]["required"]["image"][0] == "IMAGE"
+
+
+def _check_widgets(required: dict, options) -> None:
+    """Each option's widget has the option's type, range and default."""
+    for option in options:
         kind, config = required[option.name]
         if option.choices is not None:
             # an optional choice gets "none" first for "not set"
@@ -150,10 +210,6 @@ def test_nodes_are_listed_with_the_option_table(comfy):
             assert kind == "STRING", option.name
         if option.default is not None:
             assert str(config["default"]) == str(option.default), option.name
-    checkpoints = info["SadTalkerLoader"]["input"]["required"]["checkpoints"][0]
-    assert "." in checkpoints
-    crop = info["SadTalkerFaceCrop"]
-    assert crop["output"] == ["IMAGE", "IMAGE"] and crop["input"]["required"]["image"][0] == "IMAGE"
 
 
 class Listener:
@@ -289,3 +345,90 @@ def test_image_without_a_face_shows_the_node_error_and_comfyui_keeps_serving(com
     del crop["8"]["inputs"]["sadtalker"]
     entry = client.wait(client.queue(crop), timeout=300)
     assert entry["status"]["status_str"] == "success", entry["status"]
+
+
+def _dub_prompt(client, clip: str, **inputs) -> dict:
+    """Load Video + Load Audio + Loader -> SadTalker Dub Video, its widgets at the defaults /object_info gives."""
+    required = client.get("/object_info/SadTalkerDubVideo")["SadTalkerDubVideo"]["input"]["required"]
+    defaults = {name: spec[1]["default"] for name, spec in required.items() if len(spec) > 1 and "default" in spec[1]}
+    prompt = {node: _example()[node] for node in ("2", "3")}  # Load Audio (the speech), Loader
+    prompt["10"] = {"class_type": "LoadVideo", "inputs": {"file": clip}}
+    prompt["11"] = {"class_type": "SadTalkerDubVideo", "inputs": {
+        **defaults, "sadtalker": ["3", 0], "video": ["10", 0], "audio": ["2", 0], "face_detector": "dlib",
+        "seed": 7, "batch_size": 4, **inputs}}
+    return prompt
+
+
+def test_dub_video_follows_the_audio_at_the_video_size(comfy, speech_clip):
+    host, client = comfy
+    prompt = _dub_prompt(client, "dub_clip.mp4", video_audio_volume=0.5, filename_prefix="sadtalker/dubbed")
+    # its outputs into ComfyUI's own nodes: Create Video -> Save Video, Save Audio
+    prompt["12"] = {"class_type": "CreateVideo",
+                    "inputs": {"images": ["11", 0], "fps": ["11", 2], "audio": ["11", 1]}}
+    prompt["13"] = {"class_type": "SaveVideo", "inputs": {
+        "video": ["12", 0], "filename_prefix": "sadtalker/dub_combined", "format": "auto", "codec": "auto"}}
+    prompt["14"] = {"class_type": "SaveAudio",
+                    "inputs": {"audio": ["11", 1], "filename_prefix": "sadtalker/dub_sound"}}
+    listener = Listener(host, client.client_id)
+    started = time.monotonic()
+    try:
+        entry = client.wait(client.queue(prompt))
+    finally:
+        seconds = time.monotonic() - started
+        listener.close()
+    errors = [m for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert entry["status"]["status_str"] == "success", json.dumps(errors)[:2000] + host.log_tail()
+    outputs = entry["outputs"]
+    # the length of the speech at the video's rate: 4 frames from a 3-frame video (played forward and back)
+    clip = video.video_info(host.data / "input" / "dub_clip.mp4")
+    assert (clip.width, clip.height, clip.n_frames, clip.fps) == (DUB_CLIP_SIDE, DUB_CLIP_SIDE, DUB_CLIP_FRAMES, 25)
+    expected = audio.num_video_frames(round(SPEECH_SECONDS * 16000), clip.fps, 16000)
+    assert expected == 4 > clip.n_frames
+
+    saved, = outputs["11"]["images"]  # the mp4 the node wrote
+    assert saved["filename"].startswith("dubbed") and saved["filename"].endswith(".mp4")
+    own = video.video_info(host.data / "output" / saved["subfolder"] / saved["filename"])
+    assert (own.width, own.height, own.n_frames, own.has_audio) == (clip.width, clip.height, expected, True)
+    combined, = outputs["13"]["images"]  # the IMAGE, AUDIO and fps outputs through ComfyUI's own video nodes
+    info = video.video_info(host.data / "output" / combined["subfolder"] / combined["filename"])
+    assert (info.width, info.height, info.n_frames, info.has_audio) == (clip.width, clip.height, expected, True)
+    assert info.fps == pytest.approx(clip.fps)
+
+    # AUDIO is what the mp4 plays: the speech with the video's own sound (the tone) mixed under it at 0.5
+    sound, = outputs["14"]["audio"]
+    mixed = audio.load_audio(host.data / "output" / sound["subfolder"] / sound["filename"], 16000)
+    speech = audio.load_audio(speech_clip(SPEECH_SECONDS), 16000)
+    assert len(mixed) == round(expected / clip.fps * 16000)
+    hz, amplitude = DUB_CLIP_TONE
+    tone_in_speech = _tone_amplitude(speech[:len(mixed)], 16000, hz)
+    # 0.5 x 0.5 at most: the video's sound plays forward then backward with its frames, which shifts the
+    # tone's phase at the turn; a quarter of that, beyond what the speech has at this pitch, must be there
+    assert _tone_amplitude(mixed, 16000, hz) > tone_in_speech + 0.25 * amplitude * 0.5, tone_in_speech
+
+    # progress on ComfyUI's bar up to its end, and the frames as previews, as for Animate
+    steps = [e["data"]["value"] for e in listener.events if e["type"] == "progress" and e["data"]["node"] == "11"]
+    assert steps and steps == sorted(steps) and steps[-1] == 100, steps
+    assert any(m[:8] == (1).to_bytes(4, "big") + (1).to_bytes(4, "big") for m in listener.previews)
+    assert _sadtalker_temp_files(host) == []
+    print(f"\ndub: {expected} frames {clip.width}x{clip.height} in {seconds:.1f} s")
+
+
+def test_dub_video_without_a_face_shows_the_node_error(comfy):
+    host, client = comfy
+    entry = client.wait(client.queue(_dub_prompt(client, "no_face.mp4", save_video=False)), timeout=300)
+    assert entry["status"]["status_str"] == "error"
+    error, = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert error["node_id"] == "11" and error["node_type"] == "SadTalkerDubVideo"
+    message = error["exception_message"]
+    assert f"no face was found in any of the {DUB_CLIP_FRAMES} frames of no_face.mp4" in message, message
+    # a VIDEO held as frames (Get Video Components -> Create Video) is written to a file first: the same
+    # frames reach the core
+    prompt = _dub_prompt(client, "no_face.mp4", save_video=False)
+    prompt["15"] = {"class_type": "GetVideoComponents", "inputs": {"video": ["10", 0]}}
+    prompt["16"] = {"class_type": "CreateVideo", "inputs": {"images": ["15", 0], "fps": ["15", 2]}}
+    prompt["11"]["inputs"]["video"] = ["16", 0]
+    entry = client.wait(client.queue(prompt), timeout=300)
+    error, = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert error["node_type"] == "SadTalkerDubVideo", error
+    assert f"no face was found in any of the {DUB_CLIP_FRAMES} frames" in error["exception_message"], error
+    assert _sadtalker_temp_files(host) == []
