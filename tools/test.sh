@@ -4,9 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh --browser
 export HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False PYTHONDONTWRITEBYTECODE=1
-# The real ComfyUI the `comfyui` tests start (tree + venv cached by the hash of their pins, outside the checkout).
-.venv/bin/python tools/comfy_host.py prepare
 status=0
+# The real ComfyUI the `comfyui` tests start (tree + venv cached by the hash of their pins, outside the checkout).
+.venv/bin/python tools/comfy_host.py prepare || status=1
 # The real WebUI sources (../shared/hosts, or $SADTALKER_SHARED_HOSTS), unpacked once for the static
 # conformance checks of the host double (tests/test_host_conformance.py) and used by the real-host runs below.
 REAL_HOSTS=${SADTALKER_REAL_HOSTS:-"a1111-v1.8.0 a1111-v1.10.1 forge-dfdcbab"}
@@ -17,7 +17,10 @@ for host in $REAL_HOSTS; do
 done
 export SADTALKER_HOST_SOURCE_A1111_18="$sources/a1111-v1.8.0" SADTALKER_HOST_SOURCE_A1111="$sources/a1111-v1.10.1" \
   SADTALKER_HOST_SOURCE_FORGE="$sources/forge-dfdcbab"
-.venv/bin/python -m pytest --ignore=tests/real_host "$@" || status=$?
+start=$(date +%s)
+rc=0; .venv/bin/python -m pytest --ignore=tests/real_host "$@" || rc=$?
+echo "suite (host double, ComfyUI, core): rc=$rc in $(( $(date +%s) - start )) s"
+[ "$rc" = 0 ] || status=$rc
 # A1111's and Forge's own pins (gradio 3.41.2 / 4.40, pydantic 1 / 2) are tested by the real hosts below; the
 # host double (tests/host_double) runs in .venv above, for what no real host here gives (SD.Next, Reload UI,
 # --nowebui, failing pip).
