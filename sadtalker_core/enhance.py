@@ -111,7 +111,10 @@ def import_spandrel() -> types.ModuleType:
     except ImportError:
         return spandrel
     if "CodeFormer" not in spandrel.MAIN_REGISTRY:
-        extra.install()
+        if hasattr(extra, "install"):
+            extra.install()
+        else:  # 0.1.1 (Forge's pin) has only the registry to add
+            spandrel.MAIN_REGISTRY.add(*extra.EXTRA_REGISTRY)
     return spandrel
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+import types
 
 import pytest
 import torch
@@ -128,3 +129,32 @@ def test_gfpgan_restores_face_crops_reproducibly(tmp_path):
     outside[8:56, 16:48] = False
     assert torch.equal(boxed[0][:, outside], frames[0][:, outside])
     assert not torch.allclose(boxed[0][:, 20:40, 24:40], frames[0][:, 20:40, 24:40], atol=1e-3)
+
+
+@pytest.mark.parametrize("api", ["install", "registry"])
+def test_extra_architectures_are_registered_with_either_spandrel_extra_arches_api(monkeypatch, api):
+    """spandrel_extra_arches >= 0.2 registers itself with install(); 0.1.1 (pinned by A1111 1.10 and Forge)
+    only exports EXTRA_REGISTRY, which face restoration failed on with AttributeError in those hosts."""
+    spandrel = import_spandrel()
+
+    class Registry:
+        def __init__(self):
+            self.added = []
+
+        def __contains__(self, architecture_id):
+            return architecture_id in self.added
+
+        def add(self, *supports):
+            self.added.extend(supports)
+
+    registry = Registry()
+    monkeypatch.setattr(spandrel, "MAIN_REGISTRY", registry)
+    extra = types.ModuleType("spandrel_extra_arches")
+    if api == "install":
+        extra.install = lambda: registry.add("CodeFormer", "DDColor")
+    else:
+        extra.EXTRA_REGISTRY = ("CodeFormer", "DDColor")
+    monkeypatch.setitem(sys.modules, "spandrel_extra_arches", extra)
+    import_spandrel()
+    import_spandrel()  # a second call finds CodeFormer registered and adds nothing twice
+    assert registry.added == ["CodeFormer", "DDColor"]

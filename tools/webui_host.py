@@ -156,6 +156,9 @@ def detect(root: Path, kind: str | None = None, version: str | None = None,
                     pip_extra=pip_extra)
     if kind == "forge":
         info.extra_args = ["--always-cpu"]  # else backend/memory_management.py asks CUDA at import and dies
+        # Forge's gradio 4 serves file= paths only under --data-dir by default; with the harness's separate
+        # data folder the host's own script.js and javascript/ would be 403 (a user's data dir is the root)
+        info.extra_args += ["--gradio-allowed-path", str(root)]
         info.extra_env = {"PIP_RETRIES": "0"}  # its builtin installers try 3 downloads per start: fail fast
     return info
 

@@ -103,7 +103,8 @@ def page(code_host, host_name, tmp_path_factory):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-dev-shm-usage",
+    # offline machine: names outside 127.0.0.1 fail at once (Forge's page asks a CDN for iframeResizer)
+    for flag in ("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--no-first-run", "--autoplay-policy=no-user-gesture-required",
                  f"--user-data-dir={tmp_path_factory.mktemp('chrome')}", "--window-size=1400,1300"):
