@@ -365,6 +365,8 @@ class _Delivery:
         self.digest = provenance.params_digest(opts)
         self.sign = None
         if signing is not None and out_path.suffix.lower() in (".mp4", ".m4v", ".mov"):
+            provenance.require_c2pa()  # before any frame is rendered, not after the last
+
             def sign(encoded: Path, dest: Path) -> None:
                 # the inputs are hashed only now: nothing the first frame does not need runs before it
                 job.stage("sign")

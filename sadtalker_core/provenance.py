@@ -168,13 +168,24 @@ def c2pa_manifest(title: str, ingredients: list[Ingredient], digest: str) -> dic
     }
 
 
+_NO_C2PA = ("C2PA signing was asked for but c2pa-python is not installed: pip install c2pa-python (or remove "
+            "the certificate setting).")
+
+
+def require_c2pa() -> None:
+    """Raises the install hint when c2pa-python is missing (checked when a job starts)."""
+    import importlib.util
+
+    if importlib.util.find_spec("c2pa") is None:
+        raise InputError(_NO_C2PA)
+
+
 def sign_mp4(source: Path, dest: Path, credentials: C2paCredentials, manifest: dict) -> None:
     """Writes ``source`` with the signed manifest embedded to ``dest`` (the library rewrites the boxes)."""
     try:
         import c2pa
     except ImportError:
-        raise InputError("C2PA signing was asked for but c2pa-python is not installed: pip install "
-                         "c2pa-python (or remove the certificate setting).") from None
+        raise InputError(_NO_C2PA) from None
     cert_pem, key_pem = credentials.cert.read_bytes(), credentials.key.read_bytes()
     algorithm = credentials.algorithm(key_pem)
     try:

@@ -146,7 +146,14 @@ def _runner_config():
     return RunnerConfig(checkpoint_dirs=checkpoint_candidates(),
                         output_dir=Path(_clean_path(_opt("sadtalker_outdir", "")) or default_output_dir()),
                         device=device, dtype=_precision(device), keep_loaded=bool(_opt("sadtalker_keep_loaded", True)),
-                        extra_sidecar={"host": "stable-diffusion-webui"}, pin_file=_pin_file())
+                        extra_sidecar={"host": "stable-diffusion-webui"}, pin_file=_pin_file(),
+                        c2pa_cert=_optional_path("sadtalker_c2pa_cert"), c2pa_key=_optional_path("sadtalker_c2pa_key"))
+
+
+def _optional_path(setting: str) -> Path | None:
+    """A path setting; empty: not set (the job then falls back to $SADTALKER_C2PA_CERT / _KEY)."""
+    value = _clean_path(_opt(setting, ""))
+    return Path(value) if value else None
 
 
 _runner = None
@@ -295,6 +302,9 @@ def on_ui_settings():
         {"choices": list(PRECISIONS)})
     add("sadtalker_keep_loaded", True, "Keep SadTalker models loaded between jobs (uncheck to free GPU memory "
         "after each job)")
+    add("sadtalker_c2pa_cert", "", "C2PA signing certificate chain (PEM file) for signed content credentials in "
+        "every video (empty: $SADTALKER_C2PA_CERT, else the video carries AI-generated metadata only)")
+    add("sadtalker_c2pa_key", "", "Private key (PEM file) of that certificate (empty: $SADTALKER_C2PA_KEY)")
     add("sadtalker_api_max_upload_mb", 64, "Largest upload per field accepted by /sadtalker/v1/generate (MB)")
 
 

@@ -389,3 +389,28 @@ def test_preload_adds_the_checkpoint_flag():
     module.preload(parser)
     assert parser.parse_args(["--sadtalker-checkpoints", "/x"]).sadtalker_checkpoints == "/x"
     assert parser.parse_args([]).sadtalker_checkpoints is None
+
+
+@pytest.mark.host
+def test_c2pa_settings_reach_the_job(make_host, tmp_path):
+    """The WebUI's C2PA certificate settings are what a job signs with: half a pair is refused before any work,
+    naming what is missing; no setting means an unsigned job."""
+    from fastapi.testclient import TestClient
+
+    from host_double.fixtures import use_stub_talker
+    from test_api import _png_b64, _wav_b64
+
+    cert = tmp_path / "chain.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\n")
+    host = make_host(args="--api", config={"sadtalker_checkpoint_dir": stub_checkpoints(tmp_path / "ckpt"),
+                                           "sadtalker_c2pa_cert": str(cert)})
+    client, talkers = TestClient(host.start()), use_stub_talker()
+    payload = {"image": _png_b64(), "audio": _wav_b64()}
+    refused = client.post("/sadtalker/v1/generate", json=payload)
+    assert refused.status_code in (400, 422) and "private key is missing" in refused.text, refused.text
+    assert not talkers or not talkers[0].calls
+
+    from modules import shared
+
+    shared.opts.sadtalker_c2pa_cert = ""
+    assert client.post("/sadtalker/v1/generate", json=payload).status_code == 200
