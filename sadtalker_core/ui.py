@@ -207,7 +207,9 @@ def build_ui(runner: JobRunner, control: JobControl, *, lock: ContextManager | N
                                  elem_id="sadtalker_checkpoint_notice")
         with make(gr.Row, elem_id="sadtalker_main_row"):
             with make(gr.Column, elem_id="sadtalker_inputs"):
-                source_image = make(gr.Image, label="Source image", type="filepath",
+                # a PIL image, not a file path: Forge replaces gradio's save_pil_to_cache with a function that
+                # lacks its name= argument, so every type="filepath" image fails there (real Forge, TypeError)
+                source_image = make(gr.Image, label="Source image", type="pil",
                                     elem_id="sadtalker_source_image")
                 consent_note = make(gr.Markdown, value=CONSENT_NOTE, elem_id="sadtalker_consent")
                 audio_inputs = _audio_inputs(gr)
@@ -258,9 +260,9 @@ def build_ui(runner: JobRunner, control: JobControl, *, lock: ContextManager | N
             to_dub = _file_of(args[-1])
             audio = next((a for a in audio_values if a), None)
             folder = str(runner.config().output_dir)
-            if not image and not to_dub:
+            if image is None and not to_dub:
                 return None, None, folder, format_error("Add a source image (a portrait) first, or a video to dub.")
-            if image and to_dub:
+            if image is not None and to_dub:
                 return None, None, folder, format_error("Give either a source image or a video to dub, not both: "
                                                         "clear one of them.")
             raw = {n: ui_value_to_option(OPTIONS_BY_NAME[n], v) for n, v in zip(option_names, option_values)}
@@ -268,7 +270,7 @@ def build_ui(runner: JobRunner, control: JobControl, *, lock: ContextManager | N
             with (lock or contextlib.nullcontext()), \
                     control.scope("sadtalker", runner.timings) as (progress, cancel):
                 try:
-                    result = runner.run(image or None, audio, raw, progress=progress, cancel=cancel,
+                    result = runner.run(image, audio, raw, progress=progress, cancel=cancel,
                                         preview=control.preview, source_video=to_dub)
                 except Cancelled:
                     return None, None, folder, format_error("Interrupted.")
