@@ -63,3 +63,13 @@ def test_reference_video_frames_count_as_face_finding():
     assert tracker.text() == "reference video 5/10 frames"
     # audio and load (4 s) behind, half of face (1 s) of 4 * 2 s + 25 frames * 1 s
     assert tracker.fraction() == pytest.approx(5.0 / 33.0)
+
+
+def test_signing_after_the_last_frame_keeps_the_bar_full():
+    """C2PA signing runs after the last frame: the bar must not fall back while it runs."""
+    tracker = ProgressTracker(StageTimings())
+    tracker.update("render", 10, 10)
+    rendered = tracker.fraction()
+    tracker.update("sign", 0, 0)
+    assert rendered == pytest.approx(1.0) and tracker.fraction() == 1.0
+    assert tracker.text() == "signing content credentials"
