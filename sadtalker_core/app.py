@@ -38,8 +38,8 @@ def build_app(checkpoint_dir: str | Path | None = None, result_dir: str | Path =
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sadtalker_core.app", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint-dir", default=None, help="folder with the SadTalker weights "
-                        "(default: $SADTALKER_CHECKPOINTS or ./checkpoints)")
+    parser.add_argument("--checkpoint-dir", "--checkpoint_dir", dest="checkpoint_dir", default=None,
+                        help="folder with the SadTalker weights (default: $SADTALKER_CHECKPOINTS or ./checkpoints)")
     parser.add_argument("--result-dir", default="results", help="where videos and their JSON go")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--c2pa-cert", default=None, help="certificate chain (PEM) to sign C2PA content "

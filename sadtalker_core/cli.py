@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .checkpoints import default_checkpoint_dir
 from .errors import Cancelled, SadTalkerError
 from .options import (BACKGROUND_ENHANCERS, BLEND_MODES, ENHANCERS, FACE_DETECTORS, OPTIONS,
                       OPTIONS_BY_NAME, PREPROCESS_MODES, REF_INFO, WATERMARK_POSITIONS,
@@ -46,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"Portrait image (or a video: its first frame is used); default {_OFFICIAL_SOURCE}.")
     official.add_argument("--ref_eyeblink", default=None, help=_help("ref_eyeblink"))
     official.add_argument("--ref_pose", default=None, help=_help("ref_pose"))
-    official.add_argument("--checkpoint_dir", default="./checkpoints", help="Folder with the SadTalker weights.")
+    official.add_argument("--checkpoint_dir", "--checkpoint-dir", dest="checkpoint_dir",
+                          default=str(default_checkpoint_dir()),
+                          help="Folder with the SadTalker weights (default: $SADTALKER_CHECKPOINTS, else "
+                               "./checkpoints).")
     official.add_argument("--result_dir", default="./results", help="Folder for the output video.")
     official.add_argument("--pose_style", type=int, default=0, help=_help("pose_style"))
     official.add_argument("--batch_size", type=int, default=2, help=_help("batch_size"))

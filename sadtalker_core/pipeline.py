@@ -78,7 +78,9 @@ class SadTalker:
     def __init__(self, checkpoint_dir: str | os.PathLike | None = None, device=None,
                  dtype: torch.dtype | None = None, old_version: bool = False, download: bool = True):
         if checkpoint_dir is None:
-            checkpoint_dir = os.environ.get("SADTALKER_CHECKPOINTS", "checkpoints")
+            from .checkpoints import default_checkpoint_dir
+
+            checkpoint_dir = default_checkpoint_dir()
         self.device = pick_device(device)
         self.render_dtype = pick_render_dtype(self.device, dtype)
         self.models = SadTalkerModels(checkpoint_dir, self.device, self.render_dtype,

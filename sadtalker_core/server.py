@@ -44,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sadtalker_core.server", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7861)
-    parser.add_argument("--checkpoint-dir", default=None, help="default: $SADTALKER_CHECKPOINTS or ./checkpoints")
+    parser.add_argument("--checkpoint-dir", "--checkpoint_dir", dest="checkpoint_dir", default=None,
+                        help="default: $SADTALKER_CHECKPOINTS or ./checkpoints")
     parser.add_argument("--result-dir", default="results")
     parser.add_argument("--device", default=None)
     parser.add_argument("--api-auth", default=None, help='HTTP Basic credentials "user:pass[,user2:pass2]"')

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,3 +138,14 @@ def test_unreadable_landmarks_file(tmp_path):
     args = build_parser().parse_args(["--landmarks", str(tmp_path / "missing.json")])
     with pytest.raises(SadTalkerError, match="cannot read the landmarks file"):
         options_from_args(args)
+
+
+def test_checkpoint_folder_defaults_to_the_environment_and_takes_both_spellings(monkeypatch, tmp_path):
+    """The README's $SADTALKER_CHECKPOINTS is the CLI's default too; --checkpoint-dir (the app's and server's
+    spelling) works as well as the official --checkpoint_dir."""
+    from sadtalker_core.cli import build_parser
+
+    monkeypatch.setenv("SADTALKER_CHECKPOINTS", str(tmp_path / "weights"))
+    assert Path(build_parser().parse_args([]).checkpoint_dir) == tmp_path / "weights"
+    for flag in ("--checkpoint_dir", "--checkpoint-dir"):
+        assert build_parser().parse_args([flag, "w"]).checkpoint_dir == "w"
