@@ -34,6 +34,7 @@ class Option:
     minimum: float | None = None
     maximum: float | None = None
     optional: bool = False  # None is an accepted value
+    also_unset: int | None = None  # a number that means None as well (seed -1: the WebUIs' "random")
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -68,8 +69,9 @@ OPTIONS: tuple[Option, ...] = (
            choices=ENHANCERS, optional=True),
     Option("background_enhancer", None, "Background upscaler (with an enhancer): realesrgan.", "str",
            choices=BACKGROUND_ENHANCERS, optional=True),
-    Option("seed", None, "Random seed: the same seed reproduces the same video on the same machine.", "int",
-           minimum=0, maximum=2**63 - 1, optional=True),
+    Option("seed", None, "Random seed: the same seed reproduces the same video on the same machine (-1 or "
+           "empty: random; the seed used is reported).", "int", minimum=0, maximum=2**63 - 1, optional=True,
+           also_unset=-1),
     Option("fps", 25, "Frames per second of the video.", "int", minimum=1, maximum=60),
     Option("face_detector", "auto", "Landmark backend: auto (fan when its weights are present or can be "
            "downloaded, else dlib), fan (face-alignment) or dlib (offline).", "str", choices=FACE_DETECTORS),
@@ -207,6 +209,9 @@ _CONVERTERS: dict[str, Callable[[Option, Any], Any]] = {
 
 
 def _convert(option: Option, value: Any) -> Any:
+    if option.also_unset is not None and not isinstance(value, bool) and value in (option.also_unset,
+                                                                                  str(option.also_unset)):
+        value = None
     if value is None or (option.optional and isinstance(value, str) and value.strip() in ("", "none", "None")):
         if option.optional:
             return None

@@ -149,3 +149,15 @@ def test_checkpoint_folder_defaults_to_the_environment_and_takes_both_spellings(
     assert Path(build_parser().parse_args([]).checkpoint_dir) == tmp_path / "weights"
     for flag in ("--checkpoint_dir", "--checkpoint-dir"):
         assert build_parser().parse_args([flag, "w"]).checkpoint_dir == "w"
+
+
+def test_seed_minus_one_means_random_everywhere():
+    """-1 is the WebUIs' "random seed"; it was refused. It now means not set (a random seed, reported)."""
+    from sadtalker_core.errors import OptionError
+    from sadtalker_core.options import validate_options
+
+    for value in (-1, "-1"):
+        assert validate_options(seed=value)["seed"] is None
+    assert validate_options(seed=7)["seed"] == 7
+    with pytest.raises(OptionError, match="seed"):
+        validate_options(seed=-2)
