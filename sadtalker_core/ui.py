@@ -127,8 +127,10 @@ def _ref_options(ref_video: Any, ref_use: str | None) -> dict:
 
 
 def format_info(result) -> str:
+    # the seed first: a random run can only be repeated with the seed it used
+    shown = {"seed": result.options.get("seed"), **result.info}
     rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
-                   for k, v in result.info.items())
+                   for k, v in shown.items())
     return (f"<div class='sadtalker-info'><p>Saved <code>{html.escape(str(result.video_path))}</code> "
             f"(parameters in <code>{html.escape(result.sidecar_path.name)}</code>)</p>"
             f"<table>{rows}</table></div>")

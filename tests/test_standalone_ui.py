@@ -59,8 +59,9 @@ def test_app_blocks_generate_and_interrupt(tmp_path):
     # every option of the pipeline has a control (the reference ones through the reference-video box)
     assert {f"sadtalker_{o.name}" for o in OPTIONS if o.name not in REFERENCE_OPTIONS} <= set(ids)
     assert {"sadtalker_ref_video", "sadtalker_ref_use", "sadtalker_crop_preview", "sadtalker_output_dir"} <= set(ids)
-    video, crop, folder, info = _call(parts, pose_style=5, ref_video="ref.mp4", ref_use="blink")
+    video, crop, folder, info = _call(parts, pose_style=5, seed=11, ref_video="ref.mp4", ref_use="blink")
     options = talkers[0].calls[0]["options"]
+    assert "<td>seed</td><td>11</td>" in info  # the result table names the seed, so a run can be repeated
     assert options["pose_style"] == 5 and options["ref_video"] == "ref.mp4" and options["ref_info"] == "blink"
     assert Path(video).is_file() and crop.shape == (8, 8, 3) and "Saved" in info
     assert json.loads(Path(video).with_suffix(".json").read_text())["host"] == "standalone"
