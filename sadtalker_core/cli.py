@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m sadtalker_core",
         description="Portrait + speech -> talking-head video (SadTalker).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,  # every flag's default in --help
     )
     official = p.add_argument_group("official inference.py flags")
     official.add_argument("--driven_audio", default="./examples/driven_audio/bus_chinese.wav",

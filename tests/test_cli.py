@@ -114,6 +114,10 @@ def test_help_lists_the_official_flags():
                  "--enhancer", "--background_enhancer", "--cpu", "--still", "--preprocess", "--verbose",
                  "--old_version", "--seed", "--no_blink", "--face_index", "--idle_seconds"):
         assert flag in proc.stdout
+    # defaults are shown (they come from the option table)
+    help_text = " ".join(proc.stdout.split())
+    assert "--batch_size BATCH_SIZE Frames rendered per network call" in help_text
+    assert "(default: 2)" in help_text and "(default: crop)" in help_text
 
 
 def test_flags_map_to_options(tmp_path):
