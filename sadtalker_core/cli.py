@@ -196,6 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = talker.generate(image, audio, source_video=args.source_video, result_dir=args.result_dir,
                                  progress=progress, keep_intermediates=args.verbose, signing=signing,
                                  **options)
+        from .jobs import write_sidecar
+
+        write_sidecar(result, image, audio, talker.checkpoint_dir, source_video=args.source_video,
+                      extra={"host": "cli"})
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -265,20 +265,8 @@ class JobRunner:
             raise
         self.timings.learn(result.info)
         video_path = Path(result.video_path)
-        sidecar = video_path.with_suffix(".json")
-        record = {
-            "sadtalker_core": __version__,
-            "created": _dt.datetime.now().isoformat(timespec="seconds"),
-            "video": video_path.name,
-            "source_image": _describe_input(source_image),
-            **({"source_video": _describe_input(source_video)} if source_video is not None else {}),
-            "driven_audio": _describe_input(driven_audio),
-            "checkpoint_dir": str(checkpoint_dir),
-            "options": dict(result.options),
-            "info": dict(result.info),
-            **config.extra_sidecar,
-        }
-        sidecar.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+        sidecar = write_sidecar(result, source_image, driven_audio, checkpoint_dir, source_video=source_video,
+                                extra=config.extra_sidecar)
         self._say(f"done in {time.perf_counter() - started:.1f} s: {video_path}")
         return JobResult(video_path=video_path, sidecar_path=sidecar, options=dict(result.options),
                          info=dict(result.info), crop_preview=getattr(result, "crop_preview", None))
@@ -315,6 +303,28 @@ class JobRunner:
     def _say(self, line: str) -> None:
         if self._report is not None:
             self._report(f"SadTalker: {line}")
+
+
+def write_sidecar(result, source_image: Any, driven_audio: Any, checkpoint_dir: Any, *, source_video: Any = None,
+                  extra: dict | None = None) -> Path:
+    """The JSON next to a video (same name, .json): tool version, inputs, options with the seed, info. Every
+    front end writes it, so any run can be repeated."""
+    video_path = Path(result.video_path)
+    sidecar = video_path.with_suffix(".json")
+    record = {
+        "sadtalker_core": __version__,
+        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+        "video": video_path.name,
+        "source_image": _describe_input(source_image),
+        **({"source_video": _describe_input(source_video)} if source_video is not None else {}),
+        "driven_audio": _describe_input(driven_audio),
+        "checkpoint_dir": str(checkpoint_dir),
+        "options": dict(result.options),
+        "info": dict(result.info),
+        **(extra or {}),
+    }
+    sidecar.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+    return sidecar
 
 
 def resolved_device_and_precision(config: RunnerConfig) -> tuple[str, str]:

@@ -165,3 +165,18 @@ def test_seed_minus_one_means_random_everywhere():
     assert validate_options(seed=7)["seed"] == 7
     with pytest.raises(OptionError, match="seed"):
         validate_options(seed=-2)
+
+
+@pytest.mark.slow
+def test_a_cli_run_writes_its_parameters_next_to_the_video(checkpoints_256, speech_clip, tmp_path, capsys):
+    """The CLI writes the same parameters JSON as the other front ends (with the seed a random run used)."""
+    from sadtalker_core import cli
+
+    code = cli.main(["--source_image", str(golden.MEDIA / "happy.png"), "--driven_audio", str(speech_clip(0.04)),
+                     "--checkpoint_dir", str(checkpoints_256), "--result_dir", str(tmp_path), "--face_detector",
+                     "dlib", "--seed", "-1", "--quiet"])
+    assert code == 0
+    video = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    record = json.loads(video.with_suffix(".json").read_text())
+    assert record["host"] == "cli" and record["video"] == video.name and record["source_image"] == "happy.png"
+    assert isinstance(record["options"]["seed"], int) and record["info"]["num_frames"] == 1
