@@ -101,7 +101,8 @@ def test_cli_with_the_same_seed_reproduces_the_api_video(crop_run, checkpoints_2
     assert len(printed) == 1
     path = out / printed[0].rsplit("/", 1)[-1]
     assert printed[0] == str(path) and path.is_file()
-    assert sorted(p.name for p in out.iterdir()) == sorted([path.name, path.with_suffix(".coeffs.npy").name])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [path.name, path.with_suffix(".coeffs.npy").name, path.with_suffix(".json").name])  # + the parameters
 
     np.testing.assert_array_equal(np.load(path.with_suffix(".coeffs.npy")),
                                   np.load(api.video_path.with_suffix(".coeffs.npy")))
