@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import SadTalkerError
+from .errors import SadTalkerError, one_line
 from .options import OPTIONS_BY_NAME, validate_options
 
 RESULTS_NAME = "results.jsonl"
@@ -258,10 +258,6 @@ def _given_seed(job: BatchJob, defaults: dict) -> int | None:
         return int({**defaults, **job.options}.get("seed"))
     except (TypeError, ValueError):
         return None
-
-
-def one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 class ResultsFile:

@@ -27,8 +27,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 
 from .api import PREFIX, Limits, RequestError, parse_generate_request
-from .batch import (BatchEvent, BatchJob, LocalExecutor, _unique_keys, one_line, parse_jsonl,
-                    run_batch)
+from .batch import BatchEvent, BatchJob, LocalExecutor, _unique_keys, parse_jsonl, run_batch
+from .errors import one_line
 from .jobs import JobControl, JobRunner
 
 

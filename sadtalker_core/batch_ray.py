@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .batch import (PATH_OPTIONS, BatchError, BatchJob, JobOutcome, LocalExecutor, Task, ensure_checkpoints_for,
-                    local_runner, one_line)
+                    local_runner)
+from .errors import one_line
 
 _FILE_FIELDS = ("source_image", "driven_audio", "source_video")
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 from .download import OFFICIAL_FILES, Progress, ensure_checkpoints, how_to_get, verify_checkpoints
 from .errors import (CheckpointError, CheckpointMismatchError, CheckpointNotFoundError, CorruptCheckpointError,
                      OptionError)
+from .progress import TerminalBar
 
 if TYPE_CHECKING:
     import torch
@@ -472,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="also the optional old-version files")
     args = parser.parse_args(argv)
     folder = Path(args.dir_option or args.dir or default_checkpoint_dir())
-    show = _TerminalBar() if sys.stderr.isatty() else None
+    show = TerminalBar("B") if sys.stderr.isatty() else None
     try:
         if args.command == "verify":
             results = verify_checkpoints(folder, args.files, show)
@@ -500,30 +501,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         _close(show)
         print(str(error), file=sys.stderr)
         return 1
-
-
-class _TerminalBar:
-    """One tqdm bar per file (bytes) on stderr."""
-
-    def __init__(self):
-        self._bar = None
-        self._stage = None
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        from tqdm import tqdm
-
-        if stage != self._stage:
-            self.close()
-            self._stage = stage
-            self._bar = tqdm(total=total or None, desc=stage, unit="B", unit_scale=True, unit_divisor=1024,
-                             file=sys.stderr, leave=False)
-        self._bar.n = done
-        self._bar.refresh()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
 
 
 def _close(show) -> None:

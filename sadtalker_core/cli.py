@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Sequence
 
 from .checkpoints import default_checkpoint_dir
-from .errors import Cancelled, SadTalkerError
+from .errors import Cancelled, SadTalkerError, one_line
 from .options import (BACKGROUND_ENHANCERS, BLEND_MODES, ENHANCERS, FACE_DETECTORS, OPTIONS,
                       OPTIONS_BY_NAME, PREPROCESS_MODES, REF_INFO, WATERMARK_POSITIONS,
                       validate_options)
+from .progress import TerminalBar
 
 # Flags of the official face3d renderer (``--face3dvis`` and its BFM settings). They only matter for a debug
 # visualisation this project does not ship; they are accepted so existing scripts keep working.
@@ -127,36 +128,6 @@ def options_from_args(args: argparse.Namespace) -> dict:
     return options
 
 
-class _TerminalProgress:
-    """A tqdm bar per stage on stderr."""
-
-    def __init__(self):
-        from tqdm import tqdm
-
-        self._tqdm = tqdm
-        self._bar = None
-        self._stage = None
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage != self._stage:
-            self.close()
-            self._stage = stage
-            self._bar = self._tqdm(total=total, desc=stage, unit="step", leave=False, file=sys.stderr)
-        self._bar.total = total
-        self._bar.n = done
-        self._bar.refresh()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-
-def _one_line(error: BaseException) -> str:
-    """The message on one line (some list files or URLs on lines of their own), so scripts can grep it."""
-    return " ".join(str(error).split())
-
-
 def _command(name: str):
     """The ``main`` of a sub-command (``python -m sadtalker_core batch|download|verify|doctor ...``)."""
     if name == "batch":
@@ -178,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in COMMANDS:
         return _command(argv[0])(argv[1:])
     args = build_parser().parse_args(argv)
-    progress = None if args.quiet or not sys.stderr.isatty() else _TerminalProgress()
+    progress = None if args.quiet or not sys.stderr.isatty() else TerminalBar()
     try:
         # bad flag values fail here, before the pipeline (torch) is imported
         options = validate_options(options_from_args(args))
@@ -204,15 +175,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Cancelled as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 130
     except SadTalkerError as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
     except Exception as exc:  # a bug, not bad input: still one line unless --verbose asks for the traceback
         if args.verbose:
             raise
-        print(f"error: unexpected {type(exc).__name__}: {_one_line(exc)} (rerun with --verbose for the traceback; "
+        print(f"error: unexpected {type(exc).__name__}: {one_line(exc)} (rerun with --verbose for the traceback; "
               "please report it)", file=sys.stderr)
         return 1
     finally:

@@ -56,3 +56,9 @@ class FFmpegError(SadTalkerError):
 
 class Cancelled(SadTalkerError):
     """The job was cancelled by the caller (Interrupt button, cancel event)."""
+
+
+def one_line(error: BaseException) -> str:
+    """The message on one line (some list files or URLs on lines of their own), so scripts can grep it; the
+    error's type when it has no message."""
+    return " ".join(str(error).split()) or type(error).__name__

@@ -107,3 +107,33 @@ class ProgressTracker:
         if self.stage == "reference" and self.total > 0:
             return f"reference video {self.done}/{self.total} frames"
         return self.stage
+
+
+class TerminalBar:
+    """A ``progress(stage, done, total)`` callback for a terminal: one tqdm bar per stage on stderr, in
+    ``unit`` (``"B"`` scales to KB/MB for downloads)."""
+
+    def __init__(self, unit: str = "step"):
+        self.unit = unit
+        self._bar = None
+        self._stage: str | None = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        import sys
+
+        from tqdm import tqdm
+
+        if stage != self._stage:
+            self.close()
+            self._stage = stage
+            scaled = dict(unit_scale=True, unit_divisor=1024) if self.unit == "B" else {}
+            self._bar = tqdm(total=total or None, desc=stage, unit=self.unit, leave=False, file=sys.stderr,
+                             **scaled)
+        self._bar.total = total or None
+        self._bar.n = done
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
