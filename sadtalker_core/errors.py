@@ -47,7 +47,22 @@ class NoFaceError(InputError):
 
 
 class OptionError(InputError):
-    """An option has an invalid value or type."""
+    """An option has an invalid value or type.
+
+    ``option`` names it as the Python API does and ``problem`` says what is wrong without the name, so each
+    front end can name the option as it shows it (``--face_box`` on the command line, "Face box" in the tab).
+    """
+
+    def __init__(self, message: str, option: str | None = None, problem: str | None = None):
+        super().__init__(message)
+        self.option = option
+        self.problem = problem
+
+    def shown_as(self, label: str) -> str:
+        """The message with the option called ``label``; unchanged when it is not about one option."""
+        if self.option is None or self.problem is None:
+            return str(self)
+        return f"{label}: {self.problem}"
 
 
 class FFmpegError(SadTalkerError):

@@ -1,104 +1,245 @@
-"""Generation options: one table shared by the Python API, the CLI, the Gradio UIs and the REST API.
+"""Generation options: one typed table shared by the Python API, the CLI, the Gradio UIs, the REST API, the
+batch files and the ComfyUI nodes.
 
-Names are the official ``inference.py`` flag names plus the new ones. ``validate_options`` turns any
-mapping (keyword arguments, parsed CLI flags, a JSON body) into a complete, typed options dict, or raises
-``OptionError`` naming the field and what it accepts.
+``GenerationConfig`` *is* the table: each field is one option, its type, default, help text and limits.
+Names are the official ``inference.py`` flag names plus the new ones. ``GenerationConfig.from_options``
+turns any mapping (keyword arguments, parsed CLI flags, a JSON body, widget values) into a frozen, typed
+config, or raises ``OptionError`` naming the option and what it accepts; front ends validate once, at their
+edge, and hand the config on. ``OPTIONS`` describes the fields for front ends that build their controls
+from the table.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .errors import OptionError
 
-PREPROCESS_MODES = ("crop", "extcrop", "resize", "full", "extfull")
+
+class Choice(str, enum.Enum):
+    """A closed set of option values. Members compare, hash, print and serialise (JSON) as their text, so
+    ``config.preprocess == "full"`` holds and a config's dict is plain JSON."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class Preprocess(Choice):
+    """How the face is cut from the image (the official ``--preprocess``)."""
+
+    CROP = "crop"
+    EXTCROP = "extcrop"
+    RESIZE = "resize"
+    FULL = "full"
+    EXTFULL = "extfull"
+
+
+class Enhancer(Choice):
+    GFPGAN = "gfpgan"
+    RESTOREFORMER = "RestoreFormer"
+    CODEFORMER = "codeformer"
+
+
+class BackgroundEnhancer(Choice):
+    REALESRGAN = "realesrgan"
+
+
+class RefInfo(Choice):
+    """What a reference video (``ref_video``) gives."""
+
+    POSE = "pose"
+    BLINK = "blink"
+    POSE_BLINK = "pose+blink"
+    ALL = "all"
+
+
+class FaceDetector(Choice):
+    AUTO = "auto"
+    FAN = "fan"
+    DLIB = "dlib"
+
+
+class Blend(Choice):
+    SEAMLESS = "seamless"
+    POISSON = "poisson"
+    NONE = "none"
+
+
+class WatermarkPosition(Choice):
+    BOTTOM_RIGHT = "bottom-right"
+    BOTTOM_LEFT = "bottom-left"
+    TOP_RIGHT = "top-right"
+    TOP_LEFT = "top-left"
+
+
 SIZES = (256, 512)
-ENHANCERS = ("gfpgan", "RestoreFormer", "codeformer")
-BACKGROUND_ENHANCERS = ("realesrgan",)
-REF_INFO = ("pose", "blink", "pose+blink", "all")
-FACE_DETECTORS = ("auto", "fan", "dlib")
-BLEND_MODES = ("seamless", "poisson", "none")
 NUM_POSE_STYLES = 46
-WATERMARK_POSITIONS = ("bottom-right", "bottom-left", "top-right", "top-left")
+# the value lists front ends show, derived from the enums above
+PREPROCESS_MODES = tuple(m.value for m in Preprocess)
+ENHANCERS = tuple(m.value for m in Enhancer)
+BACKGROUND_ENHANCERS = tuple(m.value for m in BackgroundEnhancer)
+REF_INFO = tuple(m.value for m in RefInfo)
+FACE_DETECTORS = tuple(m.value for m in FaceDetector)
+BLEND_MODES = tuple(m.value for m in Blend)
+WATERMARK_POSITIONS = tuple(m.value for m in WatermarkPosition)
 
 
 @dataclass(frozen=True)
 class Option:
+    """One field of ``GenerationConfig`` as front ends see it."""
+
     name: str
     default: Any
     help: str
     kind: str  # "bool" | "int" | "float" | "str" | "path" | "angles" | "box" | "landmarks"
-    choices: tuple | None = None
+    choices: tuple | None = None  # the accepted values (text for enum options)
     minimum: float | None = None
     maximum: float | None = None
     optional: bool = False  # None is an accepted value
     also_unset: int | None = None  # a number that means None as well (seed -1: the WebUIs' "random")
+    enum: type[Choice] | None = None  # the values are members of this enum
 
 
-OPTIONS: tuple[Option, ...] = (
-    Option("preprocess", "crop", "How the face is cut from the image: crop (face only), extcrop (face with "
-           "margin), resize (whole image squashed), full / extfull (animate the face, paste it back into the "
-           "whole image).", "str", choices=PREPROCESS_MODES),
-    Option("still", False, "Keep the head pose of the source (less head motion); recommended with full.", "bool"),
-    Option("size", 256, "Render resolution of the face: 256 or 512 (needs the 512 checkpoint).", "int",
-           choices=SIZES),
-    Option("pose_style", 0, "Head-motion style of the pose generator, 0..45.", "int", minimum=0,
-           maximum=NUM_POSE_STYLES - 1),
-    Option("expression_scale", 1.0, "Strength of the lip/expression motion (1 = as trained).", "float",
-           minimum=0.0, maximum=10.0),
-    Option("head_motion_scale", 1.0, "Scales the generated head motion around the source pose (0 = none).",
-           "float", minimum=0.0, maximum=10.0),
-    Option("blink", True, "Add eye blinks.", "bool"),
-    Option("ref_eyeblink", None, "Reference video whose eye blinks (and brows) are copied.", "path",
-           optional=True),
-    Option("ref_pose", None, "Reference video whose head motion is copied.", "path", optional=True),
-    Option("ref_video", None, "Reference video used as ref_info says (alternative to ref_eyeblink/ref_pose).",
-           "path", optional=True),
-    Option("ref_info", None, "What to take from ref_video: pose, blink, pose+blink, or all (re-enact the "
-           "video's whole face motion and use its audio when no audio is given).", "str", choices=REF_INFO,
-           optional=True),
-    Option("input_yaw", None, "Free-view yaw angles in degrees, e.g. [-20, 20] sweeps left to right.",
-           "angles", optional=True),
-    Option("input_pitch", None, "Free-view pitch angles in degrees.", "angles", optional=True),
-    Option("input_roll", None, "Free-view roll angles in degrees.", "angles", optional=True),
-    Option("batch_size", 2, "Frames rendered per network call (higher = faster on GPU, more memory).", "int",
-           minimum=1, maximum=256),
-    Option("enhancer", None, "Face restoration after rendering: gfpgan, RestoreFormer or codeformer.", "str",
-           choices=ENHANCERS, optional=True),
-    Option("background_enhancer", None, "Background upscaler (with an enhancer): realesrgan.", "str",
-           choices=BACKGROUND_ENHANCERS, optional=True),
-    Option("seed", None, "Random seed: the same seed reproduces the same video on the same machine (-1 or "
-           "empty: random; the seed used is reported).", "int", minimum=0, maximum=2**63 - 1, optional=True,
-           also_unset=-1),
-    Option("fps", 25, "Frames per second of the video.", "int", minimum=1, maximum=60),
-    Option("face_detector", "auto", "Landmark backend: auto (fan when its weights are present or can be "
-           "downloaded, else dlib), fan (face-alignment) or dlib (offline).", "str", choices=FACE_DETECTORS),
-    Option("face_index", None, "Which face to animate when the image has several (0 = largest).", "int",
-           minimum=0, maximum=1000, optional=True),
-    Option("face_box", None, "Face box x0 y0 x1 y1 in image pixels (skips face detection).", "box",
-           optional=True),
-    Option("landmarks", None, "68 (x, y) face landmarks in image pixels (skips detection).", "landmarks",
-           optional=True),
-    Option("idle_seconds", None, "Idle mode: make a video of this many seconds without speech.", "float",
-           minimum=0.04, maximum=3600.0, optional=True),
-    Option("blend", "seamless", "Paste-back blending for full/extfull: seamless (fast), poisson (original "
-           "look, slow on CPU) or none.", "str", choices=BLEND_MODES),
-    Option("crf", 18, "Video quality (x264 CRF: lower = better and larger).", "int", minimum=0, maximum=51),
-    Option("watermark", None, "Visible text drawn in a corner of every frame, e.g. 'AI-generated' (empty = "
-           "none).", "str", optional=True),
-    Option("watermark_position", "bottom-right", "Corner of the watermark text.", "str",
-           choices=WATERMARK_POSITIONS),
-    Option("watermark_opacity", 0.6, "Watermark strength: 0 = invisible, 1 = opaque.", "float", minimum=0.0,
-           maximum=1.0),
-    Option("mouth_only", True, "Dubbing a video: replace only a feathered region around the mouth, so the "
-           "video's own eyes, blinks and brows stay; off re-renders the whole face with generated blinks.",
-           "bool"),
-    Option("video_audio_volume", 0.0, "Dubbing a video: volume of the video's own sound mixed under the new "
-           "speech (0 = replaced by the speech, 1 = full).", "float", minimum=0.0, maximum=1.0),
-)
+def _option(default: Any, help: str, kind: str, *, choices: Any = None, minimum: float | None = None,
+            maximum: float | None = None, optional: bool = False, also_unset: int | None = None):
+    """A ``GenerationConfig`` field carrying its option description; ``choices`` may be a ``Choice`` enum."""
+    enum_type = choices if isinstance(choices, type) and issubclass(choices, Choice) else None
+    values = tuple(m.value for m in enum_type) if enum_type else (tuple(choices) if choices else None)
+    spec = dict(help=help, kind=kind, choices=values, minimum=minimum, maximum=maximum, optional=optional,
+                also_unset=also_unset, enum=enum_type)
+    return dataclasses.field(default=default, metadata={"option": spec})
 
+
+Angles = Optional[tuple[float, ...]]
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Every option of one generation, checked and typed. Build it with ``from_options`` (which validates);
+    ``replace`` gives a changed copy, validated again; ``to_dict`` the JSON form (parameters files)."""
+
+    preprocess: Preprocess = _option(
+        Preprocess.CROP, "How the face is cut from the image: crop (face only), extcrop (face with margin), "
+        "resize (whole image squashed), full / extfull (animate the face, paste it back into the whole image).",
+        "str", choices=Preprocess)
+    still: bool = _option(False, "Keep the head pose of the source (less head motion); recommended with full.",
+                          "bool")
+    size: int = _option(256, "Render resolution of the face: 256 or 512 (needs the 512 checkpoint).", "int",
+                        choices=SIZES)
+    pose_style: int = _option(0, "Head-motion style of the pose generator, 0..45.", "int", minimum=0,
+                              maximum=NUM_POSE_STYLES - 1)
+    expression_scale: float = _option(1.0, "Strength of the lip/expression motion (1 = as trained).", "float",
+                                      minimum=0.0, maximum=10.0)
+    head_motion_scale: float = _option(1.0, "Scales the generated head motion around the source pose (0 = none).",
+                                       "float", minimum=0.0, maximum=10.0)
+    blink: bool = _option(True, "Add eye blinks.", "bool")
+    ref_eyeblink: Optional[str] = _option(None, "Reference video whose eye blinks (and brows) are copied.", "path",
+                                          optional=True)
+    ref_pose: Optional[str] = _option(None, "Reference video whose head motion is copied.", "path", optional=True)
+    ref_video: Optional[str] = _option(None, "Reference video used as ref_info says (alternative to "
+                                       "ref_eyeblink/ref_pose).", "path", optional=True)
+    ref_info: Optional[RefInfo] = _option(
+        None, "What to take from ref_video: pose, blink, pose+blink, or all (re-enact the video's whole face "
+        "motion and use its audio when no audio is given).", "str", choices=RefInfo, optional=True)
+    input_yaw: Angles = _option(None, "Free-view yaw angles in degrees, e.g. [-20, 20] sweeps left to right.",
+                                "angles", optional=True)
+    input_pitch: Angles = _option(None, "Free-view pitch angles in degrees.", "angles", optional=True)
+    input_roll: Angles = _option(None, "Free-view roll angles in degrees.", "angles", optional=True)
+    batch_size: int = _option(2, "Frames rendered per network call (higher = faster on GPU, more memory).", "int",
+                              minimum=1, maximum=256)
+    enhancer: Optional[Enhancer] = _option(None, "Face restoration after rendering: gfpgan, RestoreFormer or "
+                                           "codeformer.", "str", choices=Enhancer, optional=True)
+    background_enhancer: Optional[BackgroundEnhancer] = _option(
+        None, "Background upscaler (with an enhancer): realesrgan.", "str", choices=BackgroundEnhancer,
+        optional=True)
+    seed: Optional[int] = _option(
+        None, "Random seed: the same seed reproduces the same video on the same machine (-1 or empty: random; "
+        "the seed used is reported).", "int", minimum=0, maximum=2**63 - 1, optional=True, also_unset=-1)
+    fps: int = _option(25, "Frames per second of the video.", "int", minimum=1, maximum=60)
+    face_detector: FaceDetector = _option(
+        FaceDetector.AUTO, "Landmark backend: auto (fan when its weights are present or can be downloaded, else "
+        "dlib), fan (face-alignment) or dlib (offline).", "str", choices=FaceDetector)
+    face_index: Optional[int] = _option(None, "Which face to animate when the image has several (0 = largest).",
+                                        "int", minimum=0, maximum=1000, optional=True)
+    face_box: Optional[tuple[float, float, float, float]] = _option(
+        None, "Face box x0 y0 x1 y1 in image pixels (skips face detection).", "box", optional=True)
+    landmarks: Optional[tuple[tuple[float, float], ...]] = _option(
+        None, "68 (x, y) face landmarks in image pixels (skips detection).", "landmarks", optional=True)
+    idle_seconds: Optional[float] = _option(None, "Idle mode: make a video of this many seconds without speech.",
+                                            "float", minimum=0.04, maximum=3600.0, optional=True)
+    blend: Blend = _option(Blend.SEAMLESS, "Paste-back blending for full/extfull: seamless (fast), poisson "
+                           "(original look, slow on CPU) or none.", "str", choices=Blend)
+    crf: int = _option(18, "Video quality (x264 CRF: lower = better and larger).", "int", minimum=0, maximum=51)
+    watermark: Optional[str] = _option(None, "Visible text drawn in a corner of every frame, e.g. 'AI-generated' "
+                                       "(empty = none).", "str", optional=True)
+    watermark_position: WatermarkPosition = _option(WatermarkPosition.BOTTOM_RIGHT, "Corner of the watermark text.",
+                                                    "str", choices=WatermarkPosition)
+    watermark_opacity: float = _option(0.6, "Watermark strength: 0 = invisible, 1 = opaque.", "float",
+                                       minimum=0.0, maximum=1.0)
+    mouth_only: bool = _option(True, "Dubbing a video: replace only a feathered region around the mouth, so the "
+                               "video's own eyes, blinks and brows stay; off re-renders the whole face with "
+                               "generated blinks.", "bool")
+    video_audio_volume: float = _option(0.0, "Dubbing a video: volume of the video's own sound mixed under the new "
+                                        "speech (0 = replaced by the speech, 1 = full).", "float", minimum=0.0,
+                                        maximum=1.0)
+
+    @classmethod
+    def from_options(cls, raw: Mapping[str, Any] | None = None, **overrides: Any) -> GenerationConfig:
+        """The config of ``raw`` updated by ``overrides``, every value checked and typed, the rest defaults.
+
+        A ``GenerationConfig`` given as ``raw`` is taken as it is (it was checked when it was made). Unknown
+        names raise ``OptionError`` (a typo must not be silently ignored).
+        """
+        if isinstance(raw, GenerationConfig):
+            return raw.replace(**overrides) if overrides else raw
+        given = dict(raw or {})
+        given.update(overrides)
+        unknown = sorted(set(given) - set(OPTIONS_BY_NAME))
+        if unknown:
+            raise OptionError(f"unknown option(s): {', '.join(unknown)}. Known options: "
+                              f"{', '.join(OPTIONS_BY_NAME)}.")
+        config = cls(**{name: _convert(OPTIONS_BY_NAME[name], value) for name, value in given.items()})
+        config._check_together()
+        return config
+
+    def replace(self, **changes: Any) -> GenerationConfig:
+        """A copy with ``changes`` applied, each checked as ``from_options`` checks it."""
+        return GenerationConfig.from_options({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every option by name as plain JSON values (enum members are text, tuples lists)."""
+        return {o.name: _plain(getattr(self, o.name)) for o in OPTIONS}
+
+    def _check_together(self) -> None:
+        """Rules between options (each value alone was checked by ``_convert``)."""
+        if self.face_box is not None:
+            x0, y0, x1, y1 = self.face_box
+            if x1 <= x0 or y1 <= y0:
+                raise _fail(OPTIONS_BY_NAME["face_box"], list(self.face_box), "x0 < x1 and y0 < y1")
+        if self.ref_info is not None and self.ref_video is None:
+            raise OptionError("option 'ref_info' needs 'ref_video': give the reference video to take "
+                              f"{self.ref_info} from.", option="ref_info",
+                              problem=f"needs a reference video to take {self.ref_info} from; give one.")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Choice):
+        return value.value
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+OPTIONS: tuple[Option, ...] = tuple(
+    Option(name=f.name, default=_plain(f.default), **f.metadata["option"])
+    for f in dataclasses.fields(GenerationConfig))
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
 # Which options apply when the source is a video to dub (``dub.py``) rather than a portrait. Front ends that
@@ -119,14 +260,16 @@ PORTRAIT_OPTIONS: tuple[Option, ...] = tuple(o for o in OPTIONS if o.name not in
 
 
 def default_options() -> dict[str, Any]:
-    return {o.name: (list(o.default) if isinstance(o.default, list) else o.default) for o in OPTIONS}
+    """Every option's default by name, as plain JSON values."""
+    return GenerationConfig().to_dict()
 
 
 def _fail(option: Option, value: Any, expected: str) -> OptionError:
-    shown = repr(value)
+    shown = repr(_plain(value) if isinstance(value, (tuple, Choice)) else value)
     if len(shown) > 60:
         shown = shown[:57] + "..."
-    return OptionError(f"option '{option.name}': got {shown}, expected {expected}.")
+    problem = f"got {shown}, expected {expected}."
+    return OptionError(f"option '{option.name}': {problem}", option=option.name, problem=problem)
 
 
 def _number(option: Option, value: Any, integer: bool) -> float | int:
@@ -183,14 +326,14 @@ def _floats(option: Option, value: Any, count: int | None) -> list[float]:
         raise _fail(option, value, f"exactly {count} numbers")
     if not out:
         raise _fail(option, value, "at least one number")
-    return out
+    return tuple(out)
 
 
-def _landmarks(option: Option, value: Any) -> list[list[float]]:
+def _landmarks(option: Option, value: Any) -> tuple[tuple[float, float], ...]:
     if isinstance(value, Mapping) and "landmarks" in value:
         value = value["landmarks"]
     try:
-        points = [[float(x), float(y)] for x, y in value]
+        points = tuple((float(x), float(y)) for x, y in value)
     except (TypeError, ValueError):
         raise _fail(option, value, "68 [x, y] pairs") from None
     if len(points) != 68 or not all(math.isfinite(c) for p in points for c in p):
@@ -227,7 +370,7 @@ def _convert(option: Option, value: Any) -> Any:
             if not matches:
                 raise _fail(option, value, "one of " + ", ".join(option.choices))
             value = matches[0]
-        return value
+        return option.enum(value) if option.enum is not None else value
     value = _CONVERTERS[option.kind](option, value)
     if option.choices is not None and value not in option.choices:
         raise _fail(option, value, "one of " + ", ".join(str(c) for c in option.choices))
@@ -235,27 +378,8 @@ def _convert(option: Option, value: Any) -> Any:
 
 
 def validate_options(raw: Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
-    """A complete options dict: defaults, updated by ``raw`` and ``overrides``, each value checked and typed.
-
-    Unknown names raise ``OptionError`` (a typo must not be silently ignored).
-    """
-    given = dict(raw or {})
-    given.update(overrides)
-    unknown = sorted(set(given) - set(OPTIONS_BY_NAME))
-    if unknown:
-        raise OptionError(f"unknown option(s): {', '.join(unknown)}. Known options: "
-                          f"{', '.join(OPTIONS_BY_NAME)}.")
-    options = default_options()
-    for name, value in given.items():
-        options[name] = _convert(OPTIONS_BY_NAME[name], value)
-    if options["face_box"] is not None:
-        x0, y0, x1, y1 = options["face_box"]
-        if x1 <= x0 or y1 <= y0:
-            raise OptionError(f"option 'face_box': got {options['face_box']}, expected x0 < x1 and y0 < y1.")
-    if options["ref_info"] is not None and options["ref_video"] is None:
-        raise OptionError("option 'ref_info' needs 'ref_video': give the reference video to take "
-                          f"{options['ref_info']} from.")
-    return options
+    """``GenerationConfig.from_options(raw, **overrides).to_dict()``: the checked options as plain JSON values."""
+    return GenerationConfig.from_options(raw, **overrides).to_dict()
 
 
 def describe_options() -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ from . import animate, audio, coeffs, image_io, paste, provenance, video
 from .errors import AudioError, Cancelled, ImageError, InputError
 from .face import align, crop, landmarks
 from .models import SadTalkerModels, pick_device, pick_render_dtype
-from .options import validate_options
+from .options import GenerationConfig
 
 ProgressFn = Callable[[str, int, int], None]
 #: receives the newest finished frame, (H, W, 3) uint8 RGB as written to the video, after each batch
@@ -100,7 +100,8 @@ class SadTalker:
                  output_path: str | os.PathLike | None = None, progress: ProgressFn | None = None,
                  cancel=None, keep_intermediates: bool = False, preview: PreviewFn | None = None,
                  signing: provenance.C2paCredentials | None = None,
-                 on_frames: Callable[[np.ndarray], None] | None = None, **options) -> GenerationResult:
+                 on_frames: Callable[[np.ndarray], None] | None = None, config: GenerationConfig | None = None,
+                 **options) -> GenerationResult:
         """Renders one video; returns its path, the options used (seed included) and an info dict.
 
         ``source_image`` animates a still picture; ``source_video`` dubs a video instead (see ``dub.py``):
@@ -110,11 +111,13 @@ class SadTalker:
         (N, H, W, 3) uint8, as it is written (front ends that keep the frames themselves, such as the
         ComfyUI nodes). ``signing``: C2PA credentials; ``None`` reads $SADTALKER_C2PA_CERT / _KEY, and
         without any the video carries the AI-generated metadata only (``info["provenance"]`` says so).
+        The options come as ``config`` (a ``GenerationConfig``, already checked: front ends validate once at
+        their edge) and/or keyword arguments by option name (checked here, over ``config``).
         """
         if (source_image is None) == (source_video is None):
             raise InputError("give exactly one source: source_image (a picture to animate) or source_video (a "
                              "video to dub), " + ("not both." if source_video is not None else "none was given."))
-        opts = validate_options(options)
+        opts = GenerationConfig.from_options(config, **options).to_dict()
         if signing is None:
             signing = provenance.C2paCredentials.resolve()
         if opts["seed"] is None:

@@ -1,0 +1,60 @@
+"""The option table (``GenerationConfig``): typed values, one validation, names each front end can show."""
+
+import dataclasses
+import json
+
+import pytest
+
+from sadtalker_core.errors import OptionError
+from sadtalker_core.options import (OPTIONS, OPTIONS_BY_NAME, PREPROCESS_MODES, GenerationConfig, Preprocess,
+                                    validate_options)
+
+
+def test_defaults_are_the_table_defaults():
+    config = GenerationConfig()
+    for option in OPTIONS:
+        assert config.to_dict()[option.name] == option.default
+    assert [f.name for f in dataclasses.fields(GenerationConfig)] == [o.name for o in OPTIONS]
+
+
+def test_values_are_typed_and_the_config_is_frozen():
+    config = GenerationConfig.from_options(preprocess="ExtFull", size="512", input_yaw="-20, 20",
+                                           face_box=[1, 2, 30, 40], seed="-1")
+    assert config.preprocess is Preprocess.EXTFULL and config.preprocess == "extfull"
+    assert config.size == 512 and config.seed is None
+    assert config.input_yaw == (-20.0, 20.0) and config.face_box == (1.0, 2.0, 30.0, 40.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.size = 256  # type: ignore[misc]
+    plain = config.to_dict()
+    assert json.loads(json.dumps(plain)) == plain
+    assert plain["preprocess"] == "extfull" and plain["input_yaw"] == [-20.0, 20.0]
+    assert GenerationConfig.from_options(plain) == config  # the parameters file gives the same config back
+
+
+def test_a_config_passes_through_unchecked_and_overrides_are_checked():
+    config = GenerationConfig.from_options(still=True)
+    assert GenerationConfig.from_options(config) is config
+    changed = GenerationConfig.from_options(config, size=512)
+    assert changed.still and changed.size == 512
+    with pytest.raises(OptionError):
+        config.replace(size=300)
+
+
+def test_enum_options_list_their_values_once():
+    assert OPTIONS_BY_NAME["preprocess"].choices == PREPROCESS_MODES == tuple(m.value for m in Preprocess)
+
+
+@pytest.mark.parametrize("name, value, label", [("size", 300, "--size"), ("face_box", [5, 5, 1, 1], "Face box"),
+                                                ("blend", "smooth", "blend")])
+def test_errors_name_the_option_as_each_front_end_shows_it(name, value, label):
+    with pytest.raises(OptionError) as caught:
+        validate_options({name: value})
+    error = caught.value
+    assert error.option == name and str(error).startswith(f"option '{name}': ")
+    shown = error.shown_as(label)
+    assert shown.startswith(f"{label}: got ") and f"'{name}'" not in shown
+
+
+def test_unknown_options_are_refused_by_name():
+    with pytest.raises(OptionError, match="unknown option.*presprocess"):
+        GenerationConfig.from_options(presprocess="crop")
