@@ -84,7 +84,7 @@ def render_networks(checkpoint_dir: str | None, size: int, coeff_nc: int = 70,
 
     With ``checkpoint_dir`` the official files are located and strictly loaded as the pipeline does; without
     it the networks keep their random initialisation (timings do not depend on the values). ``optimize``
-    applies the same load-time inference transforms as ``SadTalkerModels``.
+    applies the same load-time inference transforms as ``models.ModelRuntime``.
     """
     if checkpoint_dir:
         preprocess = "full" if coeff_nc == 73 else "crop"

@@ -30,6 +30,7 @@ from _common import MEDIA, RssSampler, cut_audio, load_average, peak_rss_mb, rss
 
 from sadtalker_core import SadTalker, animate  # noqa: E402
 from sadtalker_core.errors import Cancelled  # noqa: E402
+from sadtalker_core.progress import Stage  # noqa: E402
 
 _real_render_frames = animate.render_frames
 
@@ -47,7 +48,7 @@ def replay_first_batch(*args, batch_size: int = 2, progress=None, cancel=None, *
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"Rendering was cancelled after {start} of {total} frames.")
         if progress is not None:
-            progress("render", stop, total)
+            progress(Stage.RENDER, stop, total)
         yield start, frames[:stop - start].clone()
 
 
@@ -57,7 +58,7 @@ def child(args) -> None:
     with tempfile.TemporaryDirectory(prefix="sadtalker_mem_") as tmp:
         speech, seconds = cut_audio(args.audio, None if args.length == "full" else float(args.length), Path(tmp))
         talker = SadTalker(args.checkpoint_dir, download=False)
-        talker.models.prepare(256, args.preprocess)
+        talker.runtime.prepare(256, args.preprocess)
         loaded = rss_mb()
         start = time.perf_counter()
         with RssSampler() as during:

@@ -96,7 +96,7 @@ class SadTalkerLoader:
             dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
         # download=False: a node never fetches files behind the user's back; the error says where they go
         talker = SadTalker(checkpoint_dir(checkpoints), device=torch_device, dtype=dtype, download=False)
-        talker.models.prepare(size, "crop")  # a wrong folder fails here, on the Loader node
+        talker.runtime.prepare(size, "crop")  # a wrong folder fails here, on the Loader node
         return (SadTalkerHandle(talker, size),)
 
 
@@ -237,9 +237,11 @@ class SadTalkerFaceCrop:
 
         options = validate_options({n: widgets.option_value(OPTIONS_BY_NAME[n], values[n]) for n in self._OPTIONS})
         if sadtalker is not None:
-            where = dict(weights_dir=sadtalker.talker.checkpoint_dir, device=str(sadtalker.talker.device))
+            runtime = sadtalker.talker.runtime
+            where = dict(weights_dir=runtime.checkpoint_dir, device=str(runtime.device), detectors=runtime.detectors)
         else:
-            where = dict(weights_dir=checkpoint_dir("."), device="cpu")
+            # loaded once for this node run's pictures
+            where = dict(weights_dir=checkpoint_dir("."), device="cpu", detectors=landmarks.Detectors())
         crops, previews = [], []
         for picture in _uint8_images(image):
             face = landmarks.locate_face(picture, backend=options["face_detector"], face_box=options["face_box"],
