@@ -31,7 +31,7 @@ from typing import Any, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from .checkpoints import torch_load_weights
+from .weight_files import torch_load_weights
 from .errors import (CheckpointMismatchError, CheckpointNotFoundError, CorruptCheckpointError, OptionError,
                      SadTalkerError)
 
@@ -120,7 +120,7 @@ def import_spandrel() -> types.ModuleType:
 
 def _search_folders(checkpoint_dir: str | os.PathLike | None) -> tuple[Path, ...]:
     if checkpoint_dir is None:
-        from .checkpoints import default_checkpoint_dir
+        from .checkpoint_files import default_checkpoint_dir
 
         checkpoint_dir = default_checkpoint_dir()
     root = Path(checkpoint_dir)

@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import animate, checkpoints, coeffs
+from . import animate, coeffs
+from .checkpoint_files import default_checkpoint_dir, locate_checkpoints
 from .errors import OptionError
 from .face import landmarks
 from .modes import pastes_back
 from .nets.inference import optimize_for_inference
+from .network_loading import build_networks
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -101,7 +103,7 @@ class ModelRuntime:
     def __init__(self, checkpoint_dir: str | Path | None = None, device: str | torch.device | None = None,
                  dtype: torch.dtype | None = None, old_version: bool = False, download: bool = True):
         self.checkpoint_dir = Path(checkpoint_dir if checkpoint_dir is not None
-                                   else checkpoints.default_checkpoint_dir())
+                                   else default_checkpoint_dir())
         self.device = pick_device(device)
         self.render_dtype = pick_render_dtype(self.device, dtype)
         self.precision = RenderPrecision(self.device, self.render_dtype)
@@ -114,10 +116,10 @@ class ModelRuntime:
 
     # -- loading -------------------------------------------------------------------------------------------
     def _load(self, size: int, preprocess: str, wanted: tuple[str, ...], progress) -> None:
-        checkpoint_set = checkpoints.locate_checkpoints(
+        checkpoint_set = locate_checkpoints(
             self.checkpoint_dir, size=size, preprocess=preprocess, old_version=self.old_version,
             download=self.download, progress=progress)
-        nets = checkpoints.build_networks(checkpoint_set, names=wanted)
+        nets = build_networks(checkpoint_set, names=wanted)
         for name, net in nets.items():
             self._nets[self._key(name, size, preprocess)] = optimize_for_inference(net.to(self.device))
 

@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..checkpoints import torch_load_weights
+from ..weight_files import torch_load_weights
 from ..errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, NoFaceError, OptionError
 
 BACKENDS = ("auto", "fan", "dlib")
