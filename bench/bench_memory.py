@@ -41,7 +41,7 @@ def replay_first_batch(*args, batch_size: int = 2, progress=None, cancel=None, *
     frames = None
     for start, frames in _real_render_frames(*args, batch_size=batch_size, progress=progress, cancel=cancel,
                                              **kwargs):
-        yield start, frames
+        yield animate.RenderedBatch(start, frames)
         break
     for start in range(batch_size, total, batch_size):
         stop = min(start + batch_size, total)
@@ -49,7 +49,7 @@ def replay_first_batch(*args, batch_size: int = 2, progress=None, cancel=None, *
             raise Cancelled(f"Rendering was cancelled after {start} of {total} frames.")
         if progress is not None:
             progress(Stage.RENDER, stop, total)
-        yield start, frames[:stop - start].clone()
+        yield animate.RenderedBatch(start, frames[:stop - start].clone())
 
 
 def child(args) -> None:

@@ -9,7 +9,7 @@ flat for any clip length. :func:`batch_layout` still reproduces the official (B,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -177,13 +177,20 @@ def encode_source(kp_detector: torch.nn.Module, mapping_net: torch.nn.Module, ge
     return EncodedSource(kp_canonical, kp_source, feature_3d)
 
 
+class RenderedBatch(NamedTuple):
+    """One batch of the render loop: the index of its first frame and its frames (b, 3, S, S) float32 in
+    (0, 1) on the source's device."""
+
+    first_frame: int
+    frames: torch.Tensor
+
+
 def render_frames(kp_detector: torch.nn.Module, mapping_net: torch.nn.Module, generator: torch.nn.Module,
                   source_image: torch.Tensor, source_semantics, target_windows, *,
                   yaw: Optional[np.ndarray] = None, pitch: Optional[np.ndarray] = None,
                   roll: Optional[np.ndarray] = None, batch_size: int = 2,
-                  progress: Optional[Progress] = None, cancel=None) -> Iterator[tuple[int, torch.Tensor]]:
-    """Renders the frames of ``target_windows`` (T, C, 27) in order; yields ``(first_frame_index, frames)``
-    with frames (b, 3, S, S) float32 in (0, 1) on the source's device.
+                  progress: Optional[Progress] = None, cancel=None) -> Iterator[RenderedBatch]:
+    """Renders the frames of ``target_windows`` (T, C, 27) in order, one :class:`RenderedBatch` at a time.
 
     ``source_image`` (1, 3, S, S) and ``source_semantics`` (1, C, 27) are encoded once. ``yaw`` / ``pitch`` /
     ``roll`` are per-frame free-view degrees (T,) (see :func:`camera_sequence`). ``cancel.is_set()`` is checked before
@@ -210,7 +217,7 @@ def render_frames(kp_detector: torch.nn.Module, mapping_net: torch.nn.Module, ge
             frames = out["prediction"].float()
         if progress is not None:
             progress(Stage.RENDER, stop, total)
-        yield start, frames
+        yield RenderedBatch(start, frames)
 
 
 def to_uint8(frames: torch.Tensor) -> torch.Tensor:

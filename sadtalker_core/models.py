@@ -198,8 +198,8 @@ class ModelRuntime:
 
     def render(self, source_image: torch.Tensor, source_semantics, target_windows, size: int, preprocess: str,
                **loop_options):
-        """Frames of one source for every target window, batch by batch (``animate.render_frames``:
-        ``yaw`` / ``pitch`` / ``roll``, ``batch_size``, ``progress``, ``cancel``)."""
+        """``animate.RenderedBatch`` after batch: one source rendered for every target window
+        (``animate.render_frames``: ``yaw`` / ``pitch`` / ``roll``, ``batch_size``, ``progress``, ``cancel``)."""
         return animate.render_frames(*self.render_networks(size, preprocess), source_image.to(self.device),
                                      source_semantics, target_windows, **loop_options)
 

@@ -27,8 +27,8 @@ from .errors import Cancelled, InputError
 from .models import ModelRuntime
 from .options import validate_options
 from .progress import Stage
+from .stages import ProgressFn
 
-ProgressFn = Callable[[str, int, int], None]
 #: receives the newest finished frame, (H, W, 3) uint8 RGB as written to the video, after each batch
 PreviewFn = Callable[[np.ndarray], None]
 
@@ -123,38 +123,33 @@ class SadTalker:
         hooks = dict(preview=preview, on_frames=on_frames, signing=signing)
         if source_video is not None:
             return self._dub(source_video, driven_audio, opts, out_path, job, started, hooks)
-        o, runtime = opts, self.runtime
+        o, pick, runtime = opts, functools.partial(_pick, opts), self.runtime
         try:
             # the cheap input checks come first: a wrong path must not wait for (or download) the networks
             job.stage(Stage.AUDIO)
-            features, track = stages.driving_audio(driven_audio, fps=o["fps"], idle_seconds=o["idle_seconds"],
-                                                   ref_info=o["ref_info"], ref_video=o["ref_video"])
+            features, track = stages.driving_audio(driven_audio, **pick(*_AUDIO_OPTIONS))
             image = stages.load_source(source_image)
             job.stage(Stage.LOAD)
             runtime.prepare(o["size"], o["preprocess"], progress=job.progress)
             job.stage(Stage.FACE)
-            paths = {role: o[role] for role in stages.REFERENCE_ROLES}
+            paths = pick(*stages.REFERENCE_ROLES)
             detector, note = stages.face_backend(runtime, o["face_detector"], landmarks=o["landmarks"],
                                                  references=paths.values())
             backend = detector or o["face_detector"]
-            source = stages.analyse_source(runtime, image, backend=backend, preprocess=o["preprocess"],
-                                           size=o["size"], landmarks=o["landmarks"], face_box=o["face_box"],
-                                           face_index=o["face_index"])
+            source = stages.analyse_source(runtime, image, backend=backend, **pick(*_SOURCE_OPTIONS))
             references = stages.reference_coefficients(
                 runtime, paths, backend=backend, preprocess=o["preprocess"], progress=job.stage,
                 max_frames=None if o["ref_info"] == "all" else features.num_frames)
             job.stage(Stage.COEFFS)
-            motion = stages.motion_coefficients(runtime, features, source, references, **{
-                name: o[name] for name in _MOTION_OPTIONS})
+            motion = stages.motion_coefficients(runtime, features, source, references, **pick(*_MOTION_OPTIONS))
             # created only now, so a call that fails on its inputs leaves no new folder behind either
             out_path.parent.mkdir(parents=True, exist_ok=True)
             if keep_intermediates:
                 np.save(out_path.with_suffix(".coeffs.npy"), motion.coefficients)
-            delivery = functools.partial(_Delivery, o, out_path, job, ingredients=_ingredients(
-                (source_image, track)), **hooks)
+            delivery = functools.partial(_Delivery, o, out_path, job, ingredients=_ingredients((source_image, track)),
+                                         **hooks)
             rendered = stages.render_portrait(runtime, image, source, motion, track, out_path, delivery,
-                                              progress=job.stage, cancel=job.cancel,
-                                              **{name: o[name] for name in _RENDER_OPTIONS})
+                                              progress=job.stage, cancel=job.cancel, **pick(*_RENDER_OPTIONS))
         except BaseException:
             out_path.with_suffix(".coeffs.npy").unlink(missing_ok=True)
             raise
@@ -254,7 +249,14 @@ class _Delivery:
 
 
 #: the options each stage takes by name (``generate`` hands them over from the validated options)
+_AUDIO_OPTIONS = ("fps", "idle_seconds", "ref_info", "ref_video")
+_SOURCE_OPTIONS = ("preprocess", "size", "landmarks", "face_box", "face_index")
 _MOTION_OPTIONS = ("preprocess", "seed", "pose_style", "blink", "head_motion_scale", "ref_info", "still",
                    "expression_scale", "input_yaw", "input_pitch", "input_roll")
 _RENDER_OPTIONS = ("size", "preprocess", "fps", "crf", "batch_size", "blend", "seed", "enhancer",
                    "background_enhancer")
+
+
+def _pick(opts, *names: str) -> dict:
+    """{name: value} of these options, for a stage's keyword parameters."""
+    return {name: opts[name] for name in names}

@@ -4,7 +4,8 @@
     face  -> load_source(), analyse_source()       SourceFace (frame, crop, coefficients, region)
              reference_coefficients()              coefficients of reference videos
     coeffs -> motion_coefficients()   MotionCoefficients (per-frame rows + what the renderer needs)
-    render -> render_portrait()       frames rendered, finished (restore, paste-back) and delivered
+    render -> render_portrait()       RenderedBatch after RenderedBatch, finished (restore, paste-back) and
+                                      delivered
 
 Each stage takes the ``models.ModelRuntime`` whose primitives it calls and its options as explicit
 parameters, so ``SadTalker.generate``, dubbing, tests and benchmarks compose the same functions.
@@ -222,11 +223,10 @@ def render_portrait(runtime: ModelRuntime, image: np.ndarray, source: SourceFace
     source_image = torch.from_numpy(align.recon_input(source.frame))
     with video.VideoWriter(out_path, finish.output_size, fps=fps, audio=audio_track,
                            duration=motion.num_frames / fps, crf=crf, **out.writer_options()) as writer:
-        for _, frames in runtime.render(source_image, motion.source_semantics,
-                                        animate.semantic_windows(motion.targets), size, preprocess,
-                                        batch_size=batch_size, progress=progress, cancel=cancel,
-                                        **motion.cameras):
-            out.write(writer, finish(frames))
+        for batch in runtime.render(source_image, motion.source_semantics, animate.semantic_windows(motion.targets),
+                                    size, preprocess, batch_size=batch_size, progress=progress, cancel=cancel,
+                                    **motion.cameras):
+            out.write(writer, finish(batch.frames))
     # output_size: what the file holds, padded to even sizes
     return {"output_size": list(writer.encoded_size), **out.info()}
 
