@@ -20,6 +20,7 @@ import folder_paths
 import numpy as np
 
 from sadtalker_core.options import OPTIONS_BY_NAME, validate_options
+from sadtalker_core.progress import Stage
 
 from . import widgets
 
@@ -263,7 +264,7 @@ class SadTalkerFaceCrop:
 class _Progress:
     """Pipeline stages -> ComfyUI's progress bar (100 steps per portrait); the interrupt is checked each time."""
 
-    _BEFORE_RENDER = {"audio": 0, "load": 2, "face": 4, "reference": 6, "coeffs": 8}
+    _BEFORE_RENDER = {Stage.AUDIO: 0, Stage.LOAD: 2, Stage.FACE: 4, Stage.REFERENCE: 6, Stage.COEFFS: 8}
 
     def __init__(self, portraits: int):
         import comfy.utils
@@ -278,7 +279,7 @@ class _Progress:
             step = self._BEFORE_RENDER.get(stage)
             if step is None:  # render: 10..100
                 step = 10 + (90 * done // total if total else 0)
-            elif stage == "face" and total > 1:  # dubbing tracks the face frame by frame: 4..6
+            elif stage == Stage.FACE and total > 1:  # dubbing tracks the face frame by frame: 4..6
                 step += 2 * done // total
             self.bar.update_absolute(100 * index + step)
 
