@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 import golden
-from sadtalker_core import enhance
+from sadtalker_core import coeffs, enhance
 from sadtalker_core.image_io import load_image
 from sadtalker_core.models import ModelRuntime
 from test_enhance import _tiny_realesrgan_x2
@@ -58,3 +58,17 @@ def test_render_precision_is_the_runtimes(checkpoint_factory, tmp_path):
     assert plain.feature_3d.dtype == torch.float32 and half.feature_3d.dtype == torch.bfloat16
     assert half.kp_source.dtype == torch.float32
     np.testing.assert_allclose(half.kp_source.numpy(), plain.kp_source.numpy(), atol=1e-5)
+
+
+def test_motion_primitives(checkpoint_factory, tmp_path):
+    """One call per network: the 3DMM regressor, ExpNet and PoseVAE on the runtime's device."""
+    runtime = _runtime(checkpoint_factory, tmp_path / "checkpoints")
+    runtime.prepare(256, "crop")
+    gen = torch.Generator().manual_seed(0)
+    assert runtime.recon_coefficients(torch.rand(2, 3, 224, 224, generator=gen)).shape == (2, 257)
+    frames = 5
+    windows = torch.rand(1, frames, 1, 80, 16, generator=gen)
+    expression = runtime.expression(windows, torch.zeros(1, frames, 64), torch.zeros(1, frames, 1))
+    pose = runtime.pose(windows, torch.zeros(1, 6), 3, coeffs.pose_latents(frames, gen))
+    assert expression.shape == (1, frames, 64) and pose.shape == (1, frames, 6)
+    assert torch.isfinite(expression).all() and torch.isfinite(pose).all()
