@@ -30,8 +30,8 @@ from scipy.ndimage import gaussian_filter1d
 from . import animate, audio, coeffs, paste, stages, video
 from .errors import InputError, NoFaceError, OptionError, VideoError
 from .face import align, crop, landmarks
-from .modes import shows_margin
 from .models import ModelRuntime
+from .modes import shows_margin
 from .options import NOT_WITH_VIDEO
 from .progress import Stage
 

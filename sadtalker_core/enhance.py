@@ -31,9 +31,9 @@ from typing import Any, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from .weight_files import torch_load_weights
 from .errors import (CheckpointMismatchError, CheckpointNotFoundError, CorruptCheckpointError, OptionError,
                      SadTalkerError)
+from .weight_files import torch_load_weights
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from . import animate, audio, coeffs, image_io, paste, video
 from .errors import AudioError, ImageError, InputError
 from .face import align, crop
 from .face.crop import CropInfo
-from .modes import pastes_back, shows_margin
 from .models import ModelRuntime
+from .modes import pastes_back, shows_margin
 from .progress import Stage
 
 ProgressFn = Callable[[str, int, int], None]

@@ -29,8 +29,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..weight_files import torch_load_weights
 from ..errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, NoFaceError, OptionError
+from ..weight_files import torch_load_weights
 
 BACKENDS = ("auto", "fan", "dlib")
 DLIB_DETECTORS = ("hog", "mmod")
