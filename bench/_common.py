@@ -20,7 +20,7 @@ SHARED = Path(os.environ.get("SADTALKER_SHARED_DIR", REPO.parent / "shared"))
 MEDIA = SHARED / "media"
 sys.path.insert(0, str(REPO))
 
-from sadtalker_core import checkpoints  # noqa: E402
+from sadtalker_core import checkpoint_files, network_loading  # noqa: E402
 
 RENDER_NETWORKS = ("kp_detector", "mapping_net", "generator")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -84,15 +84,15 @@ def render_networks(checkpoint_dir: str | None, size: int, coeff_nc: int = 70,
 
     With ``checkpoint_dir`` the official files are located and strictly loaded as the pipeline does; without
     it the networks keep their random initialisation (timings do not depend on the values). ``optimize``
-    applies the same load-time inference transforms as ``SadTalkerModels``.
+    applies the same load-time inference transforms as ``models.ModelRuntime``.
     """
     if checkpoint_dir:
         preprocess = "full" if coeff_nc == 73 else "crop"
-        found = checkpoints.locate_checkpoints(checkpoint_dir, size=size, preprocess=preprocess, download=False)
-        nets = checkpoints.build_networks(found, names=RENDER_NETWORKS)
+        found = checkpoint_files.locate_checkpoints(checkpoint_dir, size=size, preprocess=preprocess, download=False)
+        nets = network_loading.build_networks(found, names=RENDER_NETWORKS)
         note = f"weights: {', '.join(sorted({p.name for p in found.files}))} from {checkpoint_dir}"
     else:
-        nets = {name: checkpoints.new_network(name, coeff_nc).eval().requires_grad_(False)
+        nets = {name: network_loading.new_network(name, coeff_nc).eval().requires_grad_(False)
                 for name in RENDER_NETWORKS}
         note = "weights: random init (no --checkpoint_dir; speed does not depend on the values)"
     if optimize:

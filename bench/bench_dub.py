@@ -61,13 +61,13 @@ def child(args) -> None:
         talker = SadTalker(args.checkpoint_dir, download=False)
         common = dict(batch_size=args.batch_size, face_detector="dlib", seed=0)
         if args.mode == "image":
-            talker.models.prepare(256, "full")
+            talker.runtime.prepare(256, "full")
             start = time.perf_counter()
             result = talker.generate(str(MEDIA / "art_0.png"), str(speech), output_path=tmp / "out.mp4",
                                      preprocess="full", **common)
         else:
             video = make_video(args.video, seconds, args.width, tmp)
-            talker.models.prepare(256, "full")
+            talker.runtime.prepare(256, "full")
             if not args.render_all:
                 animate.render_batch_per_source = _reuse_first_batch()
             loaded = rss_mb()

@@ -30,6 +30,7 @@ from _common import MEDIA, RssSampler, cut_audio, load_average, peak_rss_mb, rss
 
 from sadtalker_core import SadTalker, animate  # noqa: E402
 from sadtalker_core.errors import Cancelled  # noqa: E402
+from sadtalker_core.progress import Stage  # noqa: E402
 
 _real_render_frames = animate.render_frames
 
@@ -40,15 +41,15 @@ def replay_first_batch(*args, batch_size: int = 2, progress=None, cancel=None, *
     frames = None
     for start, frames in _real_render_frames(*args, batch_size=batch_size, progress=progress, cancel=cancel,
                                              **kwargs):
-        yield start, frames
+        yield animate.RenderedBatch(start, frames)
         break
     for start in range(batch_size, total, batch_size):
         stop = min(start + batch_size, total)
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"Rendering was cancelled after {start} of {total} frames.")
         if progress is not None:
-            progress("render", stop, total)
-        yield start, frames[:stop - start].clone()
+            progress(Stage.RENDER, stop, total)
+        yield animate.RenderedBatch(start, frames[:stop - start].clone())
 
 
 def child(args) -> None:
@@ -57,7 +58,7 @@ def child(args) -> None:
     with tempfile.TemporaryDirectory(prefix="sadtalker_mem_") as tmp:
         speech, seconds = cut_audio(args.audio, None if args.length == "full" else float(args.length), Path(tmp))
         talker = SadTalker(args.checkpoint_dir, download=False)
-        talker.models.prepare(256, args.preprocess)
+        talker.runtime.prepare(256, args.preprocess)
         loaded = rss_mb()
         start = time.perf_counter()
         with RssSampler() as during:

@@ -44,7 +44,7 @@ def main() -> None:
                            dtype=DTYPES[args.dtype] if args.dtype else None, download=False)
         print(f"# pipeline benchmark: {args.image.name} + {seconds:.2f} s of {args.audio.name}, preprocess "
               f"{args.preprocess}, size {args.size}, batch {args.batch_size}, device {talker.device}, render "
-              f"dtype {talker.render_dtype}, {threads} threads, face_detector dlib")
+              f"dtype {talker.runtime.render_dtype}, {threads} threads, face_detector dlib")
         for run in range(1, args.runs + 1):
             before = load_average()
             start = time.perf_counter()

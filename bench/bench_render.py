@@ -25,12 +25,13 @@ import torch
 from _common import DTYPES, RssSampler, load_average, peak_rss_mb, render_networks, set_threads
 
 from sadtalker_core import animate  # noqa: E402
+from sadtalker_core.models import RenderPrecision  # noqa: E402
 
 
 def official_loop(nets, source_image, source_semantics, windows, batch_size: int, dtype) -> list[torch.Tensor]:
     """The official per-step loop; frame order and padding as ``batch_layout`` (padded frames are rendered,
     as in the original, then dropped)."""
-    device = source_image.device
+    precision = RenderPrecision(source_image.device, dtype)
     total = windows.shape[0]
     layout = animate.batch_layout(windows, batch_size)  # (B, L, C, 27)
     sources = source_image.expand(batch_size, -1, -1, -1)
@@ -41,16 +42,17 @@ def official_loop(nets, source_image, source_semantics, windows, batch_size: int
         steps = []
         for step in range(layout.shape[1]):
             kp_driving = animate.driving_keypoints(nets["mapping_net"], kp_canonical, layout[:, step])
-            with animate._autocast(device, dtype):
+            with precision.autocast():
                 steps.append(nets["generator"](sources, kp_source, kp_driving)["prediction"].float())
     frames = torch.stack(steps, dim=1).reshape(-1, *steps[0].shape[1:])
     return list(frames[:total])
 
 
 def ours(nets, source_image, source_semantics, windows, batch_size: int, dtype) -> list[torch.Tensor]:
+    generator = RenderPrecision(source_image.device, dtype).generator(nets["generator"])
     return [frames for _, frames in animate.render_frames(
-        nets["kp_detector"], nets["mapping_net"], nets["generator"], source_image, source_semantics, windows,
-        batch_size=batch_size, dtype=dtype)]
+        nets["kp_detector"], nets["mapping_net"], generator, source_image, source_semantics, windows,
+        batch_size=batch_size)]
 
 
 MODES = {"official": official_loop, "ours": ours}

@@ -20,6 +20,7 @@ import folder_paths
 import numpy as np
 
 from sadtalker_core.options import OPTIONS_BY_NAME, validate_options
+from sadtalker_core.progress import Stage
 
 from . import widgets
 
@@ -96,7 +97,7 @@ class SadTalkerLoader:
             dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
         # download=False: a node never fetches files behind the user's back; the error says where they go
         talker = SadTalker(checkpoint_dir(checkpoints), device=torch_device, dtype=dtype, download=False)
-        talker.models.prepare(size, "crop")  # a wrong folder fails here, on the Loader node
+        talker.runtime.prepare(size, "crop")  # a wrong folder fails here, on the Loader node
         return (SadTalkerHandle(talker, size),)
 
 
@@ -237,9 +238,11 @@ class SadTalkerFaceCrop:
 
         options = validate_options({n: widgets.option_value(OPTIONS_BY_NAME[n], values[n]) for n in self._OPTIONS})
         if sadtalker is not None:
-            where = dict(weights_dir=sadtalker.talker.checkpoint_dir, device=str(sadtalker.talker.device))
+            runtime = sadtalker.talker.runtime
+            where = dict(weights_dir=runtime.checkpoint_dir, device=str(runtime.device), detectors=runtime.detectors)
         else:
-            where = dict(weights_dir=checkpoint_dir("."), device="cpu")
+            # loaded once for this node run's pictures
+            where = dict(weights_dir=checkpoint_dir("."), device="cpu", detectors=landmarks.Detectors())
         crops, previews = [], []
         for picture in _uint8_images(image):
             face = landmarks.locate_face(picture, backend=options["face_detector"], face_box=options["face_box"],
@@ -261,7 +264,7 @@ class SadTalkerFaceCrop:
 class _Progress:
     """Pipeline stages -> ComfyUI's progress bar (100 steps per portrait); the interrupt is checked each time."""
 
-    _BEFORE_RENDER = {"audio": 0, "load": 2, "face": 4, "reference": 6, "coeffs": 8}
+    _BEFORE_RENDER = {Stage.AUDIO: 0, Stage.LOAD: 2, Stage.FACE: 4, Stage.REFERENCE: 6, Stage.COEFFS: 8}
 
     def __init__(self, portraits: int):
         import comfy.utils
@@ -276,7 +279,7 @@ class _Progress:
             step = self._BEFORE_RENDER.get(stage)
             if step is None:  # render: 10..100
                 step = 10 + (90 * done // total if total else 0)
-            elif stage == "face" and total > 1:  # dubbing tracks the face frame by frame: 4..6
+            elif stage == Stage.FACE and total > 1:  # dubbing tracks the face frame by frame: 4..6
                 step += 2 * done // total
             self.bar.update_absolute(100 * index + step)
 

@@ -8,18 +8,19 @@ flat for any clip length. :func:`batch_layout` still reproduces the official (B,
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .coeffs import CROP_PARAM_SIZE, EXPRESSION_POSE_SIZE
 from .errors import Cancelled, InputError
+from .modes import pastes_back
+from .progress import Stage
 
 SEMANTIC_RADIUS = 13
-COEFF_SIZE = 70
 POSE_START = 64
 NUM_BINS = 66
 #: The official code converts degrees to radians with 3.14, not pi; keypoints depend on it.
@@ -30,14 +31,9 @@ Progress = Callable[[str, int, int], None]
 
 # -- batch construction ---------------------------------------------------------------------------------------
 
-def is_full_mode(preprocess: str) -> bool:
-    """``full`` / ``extfull`` render with the 3 crop parameters appended to each coefficient row (73 values)."""
-    return "full" in preprocess.lower()
-
-
 def source_semantics(source_coeff, preprocess: str) -> np.ndarray:
     """The source row repeated over the 27-frame window: (1, C, 27) float32, C = 73 in full modes else 70."""
-    width = COEFF_SIZE + 3 if is_full_mode(preprocess) else COEFF_SIZE
+    width = EXPRESSION_POSE_SIZE + (CROP_PARAM_SIZE if pastes_back(preprocess) else 0)
     row = np.asarray(source_coeff, dtype=np.float32).reshape(1, -1)[:, :width]
     return np.repeat(row[:, :, None], 2 * SEMANTIC_RADIUS + 1, axis=2)
 
@@ -50,10 +46,11 @@ def render_targets(generated: np.ndarray, source_coeff, preprocess: str, still: 
     replaces the pose (and crop parameters) by the source's.
     """
     source = np.asarray(source_coeff, dtype=np.float32).reshape(1, -1)
-    targets = np.array(np.asarray(generated, dtype=np.float32)[:, :COEFF_SIZE], copy=True)
+    targets = np.array(np.asarray(generated, dtype=np.float32)[:, :EXPRESSION_POSE_SIZE], copy=True)
     targets[:, :POSE_START] = targets[:, :POSE_START] * np.float32(expression_scale)
-    if is_full_mode(preprocess):
-        targets = np.concatenate([targets, np.repeat(source[:, COEFF_SIZE:COEFF_SIZE + 3], len(targets), 0)], 1)
+    if pastes_back(preprocess):
+        crop_params = source[:, EXPRESSION_POSE_SIZE:EXPRESSION_POSE_SIZE + CROP_PARAM_SIZE]
+        targets = np.concatenate([targets, np.repeat(crop_params, len(targets), 0)], 1)
     if still:
         targets[:, POSE_START:] = source[:, POSE_START:targets.shape[1]]
     return targets
@@ -169,40 +166,35 @@ class EncodedSource:
     feature_3d: torch.Tensor  # generator.encode_source output, batch 1
 
 
-def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
-    if dtype is None or dtype == torch.float32:
-        return contextlib.nullcontext()
-    try:
-        return torch.autocast(device.type, dtype=dtype)
-    except RuntimeError:
-        # Devices without autocast on this torch version render in float32 (slower, same result).
-        return contextlib.nullcontext()
-
-
 def encode_source(kp_detector: torch.nn.Module, mapping_net: torch.nn.Module, generator: torch.nn.Module,
-                  source_image: torch.Tensor, source_semantics: torch.Tensor,
-                  dtype: Optional[torch.dtype] = None) -> EncodedSource:
-    """Canonical + source keypoints (float32) and the generator's source feature (under ``dtype`` autocast)."""
+                  source_image: torch.Tensor, source_semantics: torch.Tensor) -> EncodedSource:
+    """Canonical + source keypoints and the generator's source feature. The generator's precision is its own
+    (``models.ModelRuntime`` hands out a generator that runs under its autocast; keypoints stay float32)."""
     with torch.inference_mode():
         kp_canonical = kp_detector(source_image)
         kp_source = transform_keypoints(kp_canonical, mapping_net(source_semantics))
-        with _autocast(source_image.device, dtype):
-            feature_3d = generator.encode_source(source_image)
+        feature_3d = generator.encode_source(source_image)
     return EncodedSource(kp_canonical, kp_source, feature_3d)
+
+
+class RenderedBatch(NamedTuple):
+    """One batch of the render loop: the index of its first frame and its frames (b, 3, S, S) float32 in
+    (0, 1) on the source's device."""
+
+    first_frame: int
+    frames: torch.Tensor
 
 
 def render_frames(kp_detector: torch.nn.Module, mapping_net: torch.nn.Module, generator: torch.nn.Module,
                   source_image: torch.Tensor, source_semantics, target_windows, *,
                   yaw: Optional[np.ndarray] = None, pitch: Optional[np.ndarray] = None,
-                  roll: Optional[np.ndarray] = None, batch_size: int = 2, dtype: Optional[torch.dtype] = None,
-                  progress: Optional[Progress] = None, cancel=None) -> Iterator[tuple[int, torch.Tensor]]:
-    """Renders the frames of ``target_windows`` (T, C, 27) in order; yields ``(first_frame_index, frames)``
-    with frames (b, 3, S, S) float32 in (0, 1) on the source's device.
+                  roll: Optional[np.ndarray] = None, batch_size: int = 2,
+                  progress: Optional[Progress] = None, cancel=None) -> Iterator[RenderedBatch]:
+    """Renders the frames of ``target_windows`` (T, C, 27) in order, one :class:`RenderedBatch` at a time.
 
     ``source_image`` (1, 3, S, S) and ``source_semantics`` (1, C, 27) are encoded once. ``yaw`` / ``pitch`` /
-    ``roll`` are per-frame free-view degrees (T,) (see :func:`camera_sequence`). ``dtype`` float16 / bfloat16
-    renders the generator under autocast (keypoints stay float32). ``cancel.is_set()`` is checked before
-    every batch (raises :class:`Cancelled`); ``progress("render", frames_done, total)`` after every batch.
+    ``roll`` are per-frame free-view degrees (T,) (see :func:`camera_sequence`). ``cancel.is_set()`` is checked before
+    every batch (raises :class:`Cancelled`); ``progress(Stage.RENDER, frames_done, total)`` after every batch.
     """
     if batch_size < 1:
         raise InputError(f"batch_size={batch_size} is invalid: render at least one frame per batch (e.g. 2).")
@@ -211,7 +203,7 @@ def render_frames(kp_detector: torch.nn.Module, mapping_net: torch.nn.Module, ge
     source_semantics = torch.as_tensor(source_semantics, dtype=torch.float32).to(device)
     camera = [None if seq is None else torch.as_tensor(np.asarray(seq, dtype=np.float32)).to(device)
               for seq in (yaw, pitch, roll)]
-    source = encode_source(kp_detector, mapping_net, generator, source_image, source_semantics, dtype)
+    source = encode_source(kp_detector, mapping_net, generator, source_image, source_semantics)
     for start in range(0, total, batch_size):
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"Rendering was cancelled after {start} of {total} frames.")
@@ -220,13 +212,12 @@ def render_frames(kp_detector: torch.nn.Module, mapping_net: torch.nn.Module, ge
         with torch.inference_mode():
             kp_driving = driving_keypoints(mapping_net, source.kp_canonical, windows,
                                            *(None if seq is None else seq[start:stop] for seq in camera))
-            with _autocast(device, dtype):
-                # The batch-1 source feature and keypoints broadcast over the batch inside the generator.
-                out = generator.animate(source.feature_3d, source.kp_source, kp_driving)
+            # The batch-1 source feature and keypoints broadcast over the batch inside the generator.
+            out = generator.animate(source.feature_3d, source.kp_source, kp_driving)
             frames = out["prediction"].float()
         if progress is not None:
-            progress("render", stop, total)
-        yield start, frames
+            progress(Stage.RENDER, stop, total)
+        yield RenderedBatch(start, frames)
 
 
 def to_uint8(frames: torch.Tensor) -> torch.Tensor:
@@ -237,13 +228,12 @@ def to_uint8(frames: torch.Tensor) -> torch.Tensor:
 
 def render_batch_per_source(kp_detector: torch.nn.Module, mapping_net: torch.nn.Module, generator: torch.nn.Module,
                             source_images: torch.Tensor, source_semantics: torch.Tensor,
-                            target_windows: torch.Tensor, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+                            target_windows: torch.Tensor) -> torch.Tensor:
     """One batch in which every frame has its own source (dubbing a video): sources (b, 3, S, S), their
     semantics (b, C, 27) and targets (b, C, 27) -> frames (b, 3, S, S) float32 in (0, 1). The b sources are
     encoded in one network call each (KPDetector, MappingNet, the generator's source feature)."""
-    source = encode_source(kp_detector, mapping_net, generator, source_images, source_semantics.float(), dtype)
+    source = encode_source(kp_detector, mapping_net, generator, source_images, source_semantics.float())
     with torch.inference_mode():
         kp_driving = driving_keypoints(mapping_net, source.kp_canonical, target_windows.float())
-        with _autocast(source_images.device, dtype):
-            out = generator.animate(source.feature_3d, source.kp_source, kp_driving)
+        out = generator.animate(source.feature_3d, source.kp_source, kp_driving)
     return out["prediction"].float()

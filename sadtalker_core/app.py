@@ -18,7 +18,7 @@ from .ui import TabParts, build_ui
 def standalone_config(checkpoint_dir: str | Path | None, result_dir: str | Path, device: Any = None,
                       keep_loaded: bool = True, c2pa_cert: str | Path | None = None,
                       c2pa_key: str | Path | None = None) -> Callable[[], RunnerConfig]:
-    from .checkpoints import default_checkpoint_dir
+    from .checkpoint_files import default_checkpoint_dir
 
     folders = [Path(checkpoint_dir)] if checkpoint_dir else [default_checkpoint_dir()]
     return lambda: RunnerConfig(checkpoint_dirs=folders, output_dir=Path(result_dir), device=device,

@@ -393,7 +393,7 @@ def ensure_checkpoints_for(tasks: Iterable[Task], checkpoint_dir, old_version: b
                            progress=None) -> None:
     """Locates (downloading on first use) the checkpoints every task needs, once, before any job runs:
     a missing file is a problem of the machine, not of one job."""
-    from .checkpoints import locate_checkpoints
+    from .checkpoint_files import locate_checkpoints
 
     for size, preprocess in sorted({(t.options["size"], t.options["preprocess"]) for t in tasks}):
         locate_checkpoints(checkpoint_dir, size=size, preprocess=preprocess, old_version=old_version,

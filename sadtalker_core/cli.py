@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .checkpoints import default_checkpoint_dir
+from .checkpoint_files import default_checkpoint_dir
 from .errors import Cancelled, SadTalkerError, one_line
 from .options import (BACKGROUND_ENHANCERS, BLEND_MODES, ENHANCERS, FACE_DETECTORS, OPTIONS,
                       OPTIONS_BY_NAME, PREPROCESS_MODES, REF_INFO, WATERMARK_POSITIONS,
@@ -133,7 +133,7 @@ def _command(name: str):
     if name == "batch":
         from .batch import main as command
     elif name in ("download", "verify"):
-        from .checkpoints import main as checkpoints_main
+        from .download import main as checkpoints_main
 
         return lambda rest: checkpoints_main([name, *rest])
     else:

@@ -22,7 +22,10 @@ from .errors import InputError, OptionError
 
 EXPRESSION_SIZE = 64
 POSE_SLICE = slice(64, 70)
-COEFF_SIZE = 70
+#: a generated coefficient row: expression (64) + angles (3) + translation (3)
+EXPRESSION_POSE_SIZE = 70
+#: the crop parameters a source row carries after those 70 (full modes render with all 73)
+CROP_PARAM_SIZE = 3
 LATENT_SIZE = 64
 
 #: The official blink profile (eyelid closure over five frames) and the frame count below which no blink is drawn.
@@ -176,7 +179,7 @@ def generate_coeffs(expnet: Optional[torch.nn.Module], posevae: Optional[torch.n
     if ref_video is not None:
         roles = reference_roles(ref_info)
         if "all" in roles:
-            return np.array(np.asarray(ref_video, dtype=np.float32)[:, :COEFF_SIZE], copy=True)
+            return np.array(np.asarray(ref_video, dtype=np.float32)[:, :EXPRESSION_POSE_SIZE], copy=True)
         if ("blink" in roles and ref_eyeblink is not None) or ("pose" in roles and ref_pose is not None):
             raise OptionError("Both ref_video and ref_eyeblink/ref_pose name a reference for the same role: "
                               "give either ref_video with ref_info, or ref_eyeblink/ref_pose.")
@@ -188,7 +191,7 @@ def generate_coeffs(expnet: Optional[torch.nn.Module], posevae: Optional[torch.n
         raise InputError("The driving audio is shorter than one video frame (40 ms): use a longer audio file.")
     device = windows.device
     source = np.asarray(source_coeff.cpu() if torch.is_tensor(source_coeff) else source_coeff,
-                        dtype=np.float32).reshape(1, -1)[:, :COEFF_SIZE]
+                        dtype=np.float32).reshape(1, -1)[:, :EXPRESSION_POSE_SIZE]
 
     ratio = blink_ratio(num_frames, rng if rng is not None else random.Random())
     ref = np.repeat(source, num_frames, axis=0)

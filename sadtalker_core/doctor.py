@@ -79,7 +79,7 @@ def check_ffmpeg() -> Check:
 
 
 def check_checkpoints(folder: Path) -> list[Check]:
-    from .checkpoints import OLD_SET, locate_checkpoints
+    from .checkpoint_files import OLD_SET, locate_checkpoints
     from .download import OFFICIAL_FILES
     from .errors import CheckpointNotFoundError
 
@@ -170,7 +170,7 @@ def check_extras() -> list[Check]:
 
 def run_checks(checkpoint_dir: str | os.PathLike | None = None, device: str | None = None) -> list[Check]:
     from . import __version__
-    from .checkpoints import default_checkpoint_dir
+    from .checkpoint_files import default_checkpoint_dir
 
     folder = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir()
     checks = [Check("sadtalker_core", OK, f"{__version__} on python {sys.version.split()[0]}")]

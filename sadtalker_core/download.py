@@ -7,14 +7,18 @@ remembers each digest per (file, size, mtime) in a small JSON file, so a second 
 
 The download base URL is ``$SADTALKER_DOWNLOAD_BASE_URL`` when set (a mirror laid out like the GitHub release
 pages: ``<base>/<release tag>/<file name>``), else the GitHub releases of OpenTalker/SadTalker.
+
+Command line: ``python -m sadtalker_core verify|download [--dir DIR]`` (also ``python -m sadtalker_core.download``).
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import http.client
 import json
 import os
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CheckpointError, CheckpointNotFoundError
+from .progress import TerminalBar
 
 #: ``progress(stage, done, total)``, as in the pipeline; here done/total count bytes.
 Progress = Callable[[str, int, int], None]
@@ -325,3 +330,67 @@ def _write_cache(folder: Path, cache: dict) -> None:
         except OSError:
             continue
     # An unwritable cache only costs a re-hash next time; verification itself succeeded.
+
+
+# ------------------------------------------------------------------------------------------ command line
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``verify [--dir D] [FILE ...]`` says per file ok / missing / truncated / corrupt (exit 1 unless all ok);
+    ``download [--dir D] [--size 256 512] [--old-version]`` fetches what is missing (resuming cut transfers).
+    Also reachable as ``python -m sadtalker_core verify|download``."""
+    # checkpoint_files imports this module (to fetch missing files), so its names are imported here
+    from .checkpoint_files import CHECKPOINTS_ENV, MAPPING_FILES, OLD_SET, default_checkpoint_dir, safetensors_name
+    from .options import SIZES
+
+    parser = argparse.ArgumentParser(prog="python -m sadtalker_core.download",
+                                     description="Verify or download the official SadTalker checkpoints.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    verify = commands.add_parser("verify", help="check sizes and SHA-256 of the files in the folder")
+    fetch = commands.add_parser("download", help="download the missing official files into the folder")
+    for command in (verify, fetch):
+        command.add_argument("dir", nargs="?", default=None,
+                             help=f"checkpoint folder (default: ${CHECKPOINTS_ENV} or ./checkpoints)")
+        command.add_argument("--dir", dest="dir_option", default=None, metavar="DIR", help="same as DIR")
+    verify.add_argument("--files", nargs="+", default=None, help="official file names (default: every one present)")
+    fetch.add_argument("--size", type=int, choices=SIZES, nargs="+", default=list(SIZES))
+    fetch.add_argument("--old-version", "--old_version", action="store_true",
+                       help="also the optional old-version files")
+    args = parser.parse_args(argv)
+    folder = Path(args.dir_option or args.dir or default_checkpoint_dir())
+    show = TerminalBar("B") if sys.stderr.isatty() else None
+    try:
+        if args.command == "verify":
+            results = verify_checkpoints(folder, args.files, show)
+            _close(show)
+            for r in results:
+                note = f"  sha256 {r.sha256}" if r.sha256 else ""
+                if r.status == "truncated":
+                    note = f"  {r.size} of {r.expected_size} bytes"
+                partial = r.path.with_name(r.name + ".partial")
+                if r.status == "missing" and partial.is_file():
+                    note = f"  ({partial.stat().st_size} bytes of a cut download kept; `download` resumes it)"
+                print(f"{r.status:14} {r.name}{note}")
+            if not results:
+                print(f"no official checkpoint files in {folder}")
+            return 0 if results and all(r.ok for r in results) else 1
+        names = [safetensors_name(s) for s in args.size] + list(MAPPING_FILES)
+        if args.old_version:
+            names += list(OLD_SET)
+        paths = ensure_checkpoints(folder, names, show)
+        _close(show)
+        for path in paths:
+            print(f"present        {path}")
+        return 0
+    except CheckpointError as error:
+        _close(show)
+        print(str(error), file=sys.stderr)
+        return 1
+
+
+def _close(show) -> None:
+    if show is not None:
+        show.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

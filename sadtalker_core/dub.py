@@ -27,10 +27,13 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter1d
 
-from . import animate, audio, coeffs, paste, video
+from . import animate, audio, coeffs, paste, stages, video
 from .errors import InputError, NoFaceError, OptionError, VideoError
 from .face import align, crop, landmarks
+from .models import ModelRuntime
+from .modes import shows_margin
 from .options import NOT_WITH_VIDEO
+from .progress import Stage
 
 #: temporal smoothing of the tracked landmarks (in frames): removes detector jitter, keeps head motion
 TRACK_SMOOTH_SIGMA = 1.5
@@ -56,7 +59,7 @@ def check_options(opts: dict) -> None:
 
 def paste_mode(preprocess: str) -> str:
     """Dubbing always pastes back into the frame: ``extfull`` for the ext* modes (larger box), else ``full``."""
-    return "extfull" if preprocess.startswith("ext") else "full"
+    return "extfull" if shows_margin(preprocess) else "full"
 
 
 def pingpong_indices(num_output: int, num_frames: int) -> np.ndarray:
@@ -192,18 +195,19 @@ class _Clip:
     mode: str  # paste-back mode: full or extfull
     size: int  # render size
     coeff: np.ndarray | None = None  # (N, 73) each frame's own coefficients (zeros without a face)
-    crop_infos: list | None = None  # each frame's crop_info (None without a face)
+    crop_infos: list[crop.CropInfo | None] | None = None  # each frame's crop (None without a face)
 
     def crop(self, index: int, frame: np.ndarray | None = None) -> crop.CropResult:
         frame = self.store[index] if frame is None else frame
         return crop.crop_face(frame, self.points[index], self.mode, self.size)
 
 
-def dub_video(talker, source_video, driven_audio, opts: dict, out_path: Path, job, delivery
+def dub_video(runtime: ModelRuntime, source_video, driven_audio, opts: dict, out_path: Path, job, delivery
               ) -> tuple[dict, np.ndarray]:
-    """Renders the dubbed video to ``out_path``; returns (info, crop preview). ``talker`` is the calling
-    ``SadTalker`` (networks, device, face detector choice, 3DMM batching); ``delivery(frame_size)`` what the
-    frames and the file get on their way out (watermark, previews, provenance; see ``pipeline``)."""
+    """Renders the dubbed video to ``out_path``; returns (info, crop preview). ``runtime`` holds the networks
+    and detectors; ``job`` reports the stages (``stage(name, done, total)``, ``check()`` for cancellation,
+    ``progress``); ``delivery(frame_size)`` is what the frames and the file get on their way out
+    (watermark, previews, provenance; see ``pipeline``)."""
     check_options(opts)
     if not isinstance(source_video, (str, os.PathLike)):
         raise VideoError(f"source_video must be a path to a video file, got {type(source_video).__name__}.")
@@ -216,24 +220,24 @@ def dub_video(talker, source_video, driven_audio, opts: dict, out_path: Path, jo
     fps = float(meta.fps or opts["fps"])
     mode, size = paste_mode(opts["preprocess"]), opts["size"]
 
-    job.stage("audio")
+    job.stage(Stage.AUDIO)
     features = audio.prepare_audio(driven_audio, fps=fps)
     num_output = features.num_frames
 
-    job.stage("load")
-    talker.models.prepare(size, mode, progress=job.progress)
+    job.stage(Stage.LOAD)
+    runtime.prepare(size, mode, progress=job.progress)
 
     store = FrameStore()
     try:
         needed = min(num_output, meta.n_frames)
-        job.stage("face", 0, needed)
-        detector, detector_note = talker._face_detector({**opts, "landmarks": None})
-        clip = _track(talker, path, store, detector, opts, needed, mode, size, job)
+        job.stage(Stage.FACE, 0, needed)
+        detector, detector_note = stages.face_backend(runtime, opts["face_detector"])
+        clip = _track(runtime, path, store, detector, opts, needed, mode, size, job)
         indices = pingpong_indices(num_output, store.count)
 
-        job.stage("coeffs")
-        _frame_coefficients(talker, clip)
-        expression = _expressions(talker, features, clip, indices, opts)
+        job.stage(Stage.COEFFS)
+        _frame_coefficients(runtime, clip)
+        expression = _expressions(runtime, features, clip, indices, opts)
 
         if opts["video_audio_volume"] > 0 and meta.has_audio:
             track: Any = _mixed_track(driven_audio, path, num_output, store.count, fps,
@@ -242,8 +246,8 @@ def dub_video(talker, source_video, driven_audio, opts: dict, out_path: Path, jo
             track = driven_audio
         # created only now, so a call that fails on its inputs leaves no new folder behind
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        job.stage("render", 0, num_output)
-        output_size, marks = _render(talker, clip, expression, indices, opts, fps, track, out_path, job, delivery)
+        job.stage(Stage.RENDER, 0, num_output)
+        output_size, marks = _render(runtime, clip, expression, indices, opts, fps, track, out_path, job, delivery)
         preview = clip.crop(int(np.argmax(clip.found))).frame
     finally:
         store.close()
@@ -258,16 +262,15 @@ def dub_video(talker, source_video, driven_audio, opts: dict, out_path: Path, jo
     return info, preview
 
 
-def _track(talker, path: Path, store: FrameStore, detector: str, opts: dict, needed: int, mode: str, size: int,
-           job) -> _Clip:
+def _track(runtime: ModelRuntime, path: Path, store: FrameStore, detector: str, opts: dict, needed: int, mode: str,
+           size: int, job) -> _Clip:
     """Decodes the frames the output needs into ``store`` and tracks the face through them."""
     tracker = FaceTracker(opts["face_index"])
     points, found = [], []
-    detect = dict(backend=detector, weights_dir=talker.checkpoint_dir, device=str(talker.device))
     for i, frame in enumerate(video.read_video_frames(path, max_frames=needed)):
-        job.stage("face", i, needed)
+        job.stage(Stage.FACE, i, needed)
         store.append(frame)
-        lm = tracker(landmarks.detect_faces(frame, **detect))
+        lm = tracker(runtime.faces(frame, detector))
         found.append(lm is not None)
         points.append(lm if lm is not None else np.zeros((68, 2), np.float32))
     if store.count == 0:
@@ -279,43 +282,39 @@ def _track(talker, path: Path, store: FrameStore, detector: str, opts: dict, nee
     return _Clip(store, smooth_tracks(np.stack(points), found_arr), found_arr, mode, size)
 
 
-def _frame_coefficients(talker, clip: _Clip) -> None:
-    """Each frame's 3DMM coefficients (73) and crop_info, batched through the regressor."""
-    from .pipeline import _RECON_BATCH
-
-    clip.coeff = np.zeros((clip.store.count, animate.COEFF_SIZE + 3), np.float32)
+def _frame_coefficients(runtime: ModelRuntime, clip: _Clip) -> None:
+    """Each frame's 3DMM coefficients (73) and crop, batched through the regressor."""
+    clip.coeff = np.zeros((clip.store.count, coeffs.EXPRESSION_POSE_SIZE + coeffs.CROP_PARAM_SIZE), np.float32)
     clip.crop_infos = [None] * clip.store.count
     with_face = np.flatnonzero(clip.found)
-    for start in range(0, len(with_face), _RECON_BATCH):
-        chunk = with_face[start:start + _RECON_BATCH]
+    for start in range(0, len(with_face), stages.RECON_BATCH):
+        chunk = with_face[start:start + stages.RECON_BATCH]
         cropped = [clip.crop(i) for i in chunk]
-        clip.coeff[chunk] = talker._coeff_73([c.frame for c in cropped], [c.landmarks_in_frame for c in cropped])
+        clip.coeff[chunk] = stages.face_coefficients(runtime, [c.frame for c in cropped],
+                                                     [c.landmarks_in_frame for c in cropped])
         for i, c in zip(chunk, cropped):
             clip.crop_infos[i] = c.crop_info
 
 
-def _expressions(talker, features: audio.AudioFeatures, clip: _Clip, indices: np.ndarray, opts: dict) -> np.ndarray:
+def _expressions(runtime: ModelRuntime, features: audio.AudioFeatures, clip: _Clip, indices: np.ndarray,
+                 opts: dict) -> np.ndarray:
     """Expression (T, 64) per output frame: ExpNet on the speech, each frame's own expression as reference.
     Generated blinks only when the whole face is re-rendered (mouth_only keeps the video's eyes)."""
     num_output = len(indices)
     ratio = np.zeros((num_output, 1), np.float32)
     if opts["blink"] and not opts["mouth_only"]:
         ratio = coeffs.blink_ratio(num_output, random.Random(opts["seed"]))
-    device = talker.device
+    device = runtime.device
     windows = torch.from_numpy(features.windows).to(device)[None, :, None]
     ref = torch.from_numpy(clip.coeff[indices, :coeffs.EXPRESSION_SIZE]).to(device)[None]
-    with torch.inference_mode():
-        exp = coeffs.expression_coeffs(talker.models.expnet(), windows, ref,
-                                       torch.from_numpy(ratio).to(device)[None])
+    exp = runtime.expression(windows, ref, torch.from_numpy(ratio).to(device)[None])
     return exp[0].float().cpu().numpy()
 
 
-def _render(talker, clip: _Clip, expression: np.ndarray, indices: np.ndarray, opts: dict, fps: float, track,
-            out_path: Path, job, delivery) -> tuple[tuple[int, int], dict]:
+def _render(runtime: ModelRuntime, clip: _Clip, expression: np.ndarray, indices: np.ndarray, opts: dict,
+            fps: float, track, out_path: Path, job, delivery) -> tuple[tuple[int, int], dict]:
     """Streams the output: batches of output frames, the ones with a face rendered together and pasted back,
     the others passed through; returns the encoded (width, height) and the delivery's info."""
-    models = talker.models
-    nets = (models.kp_detector(clip.size), models.mapping_net(clip.mode), models.generator(clip.size))
     num_output, batch = len(indices), opts["batch_size"]
     height, width = clip.store.shape[:2]
     out = delivery((width, height))
@@ -327,36 +326,36 @@ def _render(talker, clip: _Clip, expression: np.ndarray, indices: np.ndarray, op
             frames = [clip.store[indices[t]] for t in ts]
             faces = [k for k, t in enumerate(ts) if clip.found[indices[t]]]
             if faces:
-                rendered = _render_faces(nets, clip, expression, indices, ts[faces], [frames[k] for k in faces],
-                                         opts["expression_scale"], talker.device, talker.render_dtype)
+                rendered = _render_faces(runtime, clip, expression, indices, ts[faces], [frames[k] for k in faces],
+                                         opts["expression_scale"])
                 for k, face in zip(faces, rendered):
                     i = indices[ts[k]]
                     frames[k] = _paste(frames[k], face, clip.crop_infos[i], clip.points[i], clip.mode, opts,
-                                       talker.device)
+                                       runtime.device)
             out.write(writer, np.stack(frames))
-            job.stage("render", int(ts[-1]) + 1, num_output)
+            job.stage(Stage.RENDER, int(ts[-1]) + 1, num_output)
     return writer.encoded_size, out.info()
 
 
-def _render_faces(nets, clip: _Clip, expression: np.ndarray, indices: np.ndarray, ts: np.ndarray, frames: list,
-                  expression_scale: float, device, dtype) -> torch.Tensor:
+def _render_faces(runtime: ModelRuntime, clip: _Clip, expression: np.ndarray, indices: np.ndarray, ts: np.ndarray,
+                  frames: list, expression_scale: float) -> torch.Tensor:
     """Rendered faces (b, 3, S, S) for output frames ``ts``, each with its own video frame as the source: the
     frame's own pose and crop, the speech's expression windowed over the neighbouring output frames."""
     rows = clip.coeff[indices[ts]]  # (b, 73)
     window = 2 * animate.SEMANTIC_RADIUS + 1
     sources = [clip.crop(indices[t], frame).frame for t, frame in zip(ts, frames)]
-    source_images = torch.from_numpy(np.concatenate([align.recon_input(s) for s in sources])).to(device)
+    source_images = torch.from_numpy(np.concatenate([align.recon_input(s) for s in sources]))
     source_semantics = np.repeat(rows[:, :, None], window, axis=2)
     neighbours = np.clip(ts[:, None] + np.arange(window)[None] - animate.SEMANTIC_RADIUS, 0, len(indices) - 1)
     # the pose and crop part of each target window stays the frame's own (like still mode), so the head
     # does not move against its own frame; only the expression varies
     targets = source_semantics.copy()
     targets[:, :coeffs.EXPRESSION_SIZE] = expression[neighbours].transpose(0, 2, 1) * np.float32(expression_scale)
-    return animate.render_batch_per_source(*nets, source_images, torch.from_numpy(source_semantics).to(device),
-                                           torch.from_numpy(targets).to(device), dtype=dtype)
+    return runtime.render_per_source(source_images, torch.from_numpy(source_semantics), torch.from_numpy(targets),
+                                     clip.size, clip.mode)
 
 
-def _paste(frame: np.ndarray, face: torch.Tensor, crop_info, lm: np.ndarray, mode: str, opts: dict,
+def _paste(frame: np.ndarray, face: torch.Tensor, crop_info: crop.CropInfo, lm: np.ndarray, mode: str, opts: dict,
            device) -> np.ndarray:
     """The rendered face pasted into its own frame (``blend``); with ``mouth_only`` only the feathered
     lower-face region takes the pasted pixels."""

@@ -31,9 +31,9 @@ from typing import Any, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from .checkpoints import torch_load_weights
 from .errors import (CheckpointMismatchError, CheckpointNotFoundError, CorruptCheckpointError, OptionError,
                      SadTalkerError)
+from .weight_files import torch_load_weights
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def import_spandrel() -> types.ModuleType:
 
 def _search_folders(checkpoint_dir: str | os.PathLike | None) -> tuple[Path, ...]:
     if checkpoint_dir is None:
-        from .checkpoints import default_checkpoint_dir
+        from .checkpoint_files import default_checkpoint_dir
 
         checkpoint_dir = default_checkpoint_dir()
     root = Path(checkpoint_dir)
@@ -181,16 +181,26 @@ class Enhancer:
         self.batch_size = batch_size
         self.fidelity = fidelity
         descriptor.model.eval()
-        if self.architecture == "GFPGAN" and seed is not None:
-            self._draw_noise(seed)
+        # the checkpoint's own noise maps, kept so a loaded enhancer can go back to them for a later job
+        self._stored_noise = None
+        if self.architecture == "GFPGAN":
+            self._stored_noise = [b.clone() for b in self._noise_buffers()]
+        self.use_seed(seed)
 
-    def _draw_noise(self, seed: int) -> None:
-        """Replace the decoder's stored noise maps by maps drawn from ``seed`` (used for every frame)."""
-        generator = torch.Generator().manual_seed(int(seed))
-        noises = self.descriptor.model.stylegan_decoder.noises
-        for buffer in noises.buffers():
-            drawn = torch.randn(buffer.shape, generator=generator, dtype=torch.float32)
-            buffer.copy_(drawn.to(device=buffer.device, dtype=buffer.dtype))
+    def _noise_buffers(self) -> list[torch.Tensor]:
+        return list(self.descriptor.model.stylegan_decoder.noises.buffers())
+
+    def use_seed(self, seed: int | None) -> None:
+        """The noise maps used for every frame of the next job (GFPGAN only; other models have none): drawn
+        from ``seed``, or the checkpoint's stored maps for ``None``."""
+        if self._stored_noise is None:
+            return
+        generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+        with torch.no_grad():
+            for buffer, stored in zip(self._noise_buffers(), self._stored_noise):
+                drawn = stored if generator is None else torch.randn(buffer.shape, generator=generator,
+                                                                     dtype=torch.float32)
+                buffer.copy_(drawn.to(device=buffer.device, dtype=buffer.dtype))
 
     def _restore_512(self, faces: torch.Tensor) -> torch.Tensor:
         """(B, 3, 512, 512) in [0, 1] -> restored, same shape and range."""

@@ -134,7 +134,7 @@ def find_checkpoint_dir(candidates: Iterable[Path], size: int = 256, preprocess:
     if not folders:
         raise CheckpointNotFoundError("no checkpoint folder is configured: pass a folder, set "
                                       "SADTALKER_CHECKPOINTS or the checkpoint folder setting.")
-    from .checkpoints import locate_checkpoints  # deferred: keeps importing the extension cheap
+    from .checkpoint_files import locate_checkpoints  # deferred: keeps importing the extension cheap
     first_error: CheckpointNotFoundError | None = None
     for path in folders:
         try:

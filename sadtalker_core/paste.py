@@ -21,7 +21,7 @@ patch's masked Laplacian is transformed. ``blend="poisson"`` calls OpenCV exactl
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -29,28 +29,20 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError, OptionError
+from .face.crop import CropInfo
 from .options import BLEND_MODES
 
 #: width of the band along the ROI edge where OpenCV's eroded mask keeps the background's gradients
 _ERODED_BAND = 3
 
 
-def _crop_info_parts(crop_info: Any) -> tuple[tuple[int, int], tuple[int, ...] | None, tuple[float, ...] | None]:
-    """``((w, h), (clx, cly, crx, cry), (lx, ly, rx, ry))`` from the official tuple or the kit's JSON dict."""
-    if isinstance(crop_info, Mapping):
-        return (tuple(crop_info["original_size_wh"]), crop_info.get("crop_box_clx_cly_crx_cry"),
-                crop_info.get("quad_lx_ly_rx_ry"))
-    size, crop, quad = crop_info
-    return tuple(size), crop, quad
-
-
-def paste_box(crop_info: Any, mode: str) -> tuple[int, int, int, int]:
+def paste_box(crop_info: CropInfo, mode: str) -> tuple[int, int, int, int]:
     """Target box ``(x1, y1, x2, y2)`` in original-image pixels, as ``paste_pic`` computes it.
 
     ``full``: the quad box inside the crop, ``(clx + int(lx), cly + int(ly), clx + int(rx), cly + int(ry))``;
-    ``extfull``: the crop box itself. ``crop_info`` is the official 3-tuple or the kit's JSON mapping.
+    ``extfull``: the crop box itself.
     """
-    _, crop, quad = _crop_info_parts(crop_info)
+    crop, quad = crop_info.crop_box, crop_info.quad_box
     if crop is None:
         raise InputError(f"paste-back needs a crop box; preprocess mode '{mode}' produced none "
                          "(use preprocess='full' or 'extfull').")
@@ -63,13 +55,13 @@ def paste_box(crop_info: Any, mode: str) -> tuple[int, int, int, int]:
     raise OptionError(f"paste-back mode must be 'full' or 'extfull', got {mode!r}.")
 
 
-def aspect_size(crop_info: Any, size: int) -> tuple[int, int]:
-    """``(width, height)`` of the aspect-restored frames: ``(S, int(S * h / w))`` with ``(w, h) = crop_info[0]``."""
-    (w, h), _, _ = _crop_info_parts(crop_info)
+def aspect_size(crop_info: CropInfo, size: int) -> tuple[int, int]:
+    """``(width, height)`` of the aspect-restored frames: ``(S, int(S * h / w))`` with ``(w, h)`` the face box."""
+    w, h = crop_info.size_wh
     return size, int(size * h / w)
 
 
-def restore_aspect(frames: np.ndarray, crop_info: Any, size: int) -> np.ndarray:
+def restore_aspect(frames: np.ndarray, crop_info: CropInfo, size: int) -> np.ndarray:
     """Official aspect restore of uint8 HWC frames (``(H, W, 3)`` or ``(N, H, W, 3)``) with cv2 INTER_LINEAR."""
     dsize = aspect_size(crop_info, size)
     if frames.ndim == 3:

@@ -13,13 +13,27 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+
+
+class Stage:
+    """The names a job reports in ``progress(stage, done, total)`` (and times in ``info["seconds"]``)."""
+
+    AUDIO = "audio"  # decoding the driving audio, mel windows
+    LOAD = "load"  # loading (and first downloading) the networks
+    FACE = "face"  # landmarks, crop and 3DMM coefficients of the source
+    REFERENCE = "reference"  # reference video frames, reported per frame inside the face stage
+    COEFFS = "coeffs"  # ExpNet + PoseVAE coefficients per frame
+    RENDER = "render"  # rendering, finishing and encoding the frames
+    SIGN = "sign"  # signing the content credentials after the last frame
+
+
 #: the pipeline's stages, in order
-STAGES = ("audio", "load", "face", "coeffs", "render")
+STAGES = (Stage.AUDIO, Stage.LOAD, Stage.FACE, Stage.COEFFS, Stage.RENDER)
 #: stages after the last frame (moments of work: the bar stays full)
-FINISHING = ("sign",)
+FINISHING = (Stage.SIGN,)
 
 #: seconds per stage and per rendered 256 px frame before any job ran (bench/bench_pipeline.py on 2 CPU cores)
-_FIRST_GUESS = {"audio": 0.1, "load": 5.6, "face": 2.0, "coeffs": 1.4}
+_FIRST_GUESS = {Stage.AUDIO: 0.1, Stage.LOAD: 5.6, Stage.FACE: 2.0, Stage.COEFFS: 1.4}
 _FIRST_GUESS_PER_FRAME = 8.0
 
 
@@ -38,8 +52,8 @@ class StageTimings:
             for stage in _FIRST_GUESS:
                 if stage in seconds:
                     self.seconds[stage] = float(seconds[stage])
-            if frames and seconds.get("render"):
-                self.per_frame = float(seconds["render"]) / frames
+            if frames and seconds.get(Stage.RENDER):
+                self.per_frame = float(seconds[Stage.RENDER]) / frames
 
 
 class ProgressTracker:
@@ -56,21 +70,21 @@ class ProgressTracker:
 
     def update(self, stage: str, done: int, total: int) -> None:
         self.stage, self.done, self.total = stage, int(done), int(total)
-        if self._main_stage(stage) == "render":
+        if self._main_stage(stage) == Stage.RENDER:
             self.frames = int(total)
 
     @staticmethod
     def _main_stage(stage: str) -> str:
         """Downloads and checks of checkpoint files happen while loading; reference videos while finding faces."""
         if stage.startswith(("download", "verify")):
-            return "load"
-        return "face" if stage == "reference" else stage
+            return Stage.LOAD
+        return Stage.FACE if stage == Stage.REFERENCE else stage
 
     def fraction(self) -> float:
         """Share of the job's expected time that is behind it, 0..1."""
         expected = dict(self.timings.seconds)
         frames = self.frames or 25  # before rendering starts the clip length is not known: assume a second
-        expected["render"] = frames * self.timings.per_frame
+        expected[Stage.RENDER] = frames * self.timings.per_frame
         total = sum(expected[s] for s in STAGES)
         main = self._main_stage(self.stage) if self.stage else None
         if main in FINISHING:
@@ -98,13 +112,13 @@ class ProgressTracker:
         if self.stage is None:
             return "starting"
         main = self._main_stage(self.stage)
-        if main == "render":
+        if main == Stage.RENDER:
             return f"render {self.done}/{self.total} frames"
-        if main == "sign":
+        if main == Stage.SIGN:
             return "signing content credentials"
         if self.stage.startswith("download") and self.total > 0:
             return f"{self.stage} {self.done / 1e6:.0f}/{self.total / 1e6:.0f} MB"
-        if self.stage == "reference" and self.total > 0:
+        if self.stage == Stage.REFERENCE and self.total > 0:
             return f"reference video {self.done}/{self.total} frames"
         return self.stage
 

@@ -13,7 +13,7 @@ import json
 import pytest
 
 import golden
-from sadtalker_core import checkpoints
+from sadtalker_core import checkpoint_files, network_loading
 
 
 def _is_checkpoint_manifest(data) -> bool:
@@ -47,34 +47,34 @@ def _sections_of(manifest: dict) -> dict[str, list[dict]]:
 
 
 CASES = [(m, network, section) for m in MANIFESTS
-         for network, section in checkpoints.FILE_SECTIONS.get(m["file"], {}).items()]
+         for network, section in checkpoint_files.FILE_SECTIONS.get(m["file"], {}).items()]
 
 
 @functools.lru_cache(maxsize=None)
 def _tree(network: str, coeff_nc: int) -> dict[str, tuple[tuple[int, ...], str]]:
-    net = checkpoints.new_network(network, coeff_nc)
+    net = network_loading.new_network(network, coeff_nc)
     return {k: (tuple(v.shape), str(v.dtype).replace("torch.", "")) for k, v in net.state_dict().items()}
 
 
 def test_kit_has_all_official_checkpoint_manifests():
     files = {m["file"] for m in MANIFESTS}
-    assert files == set(checkpoints.FILE_SECTIONS), (
+    assert files == set(checkpoint_files.FILE_SECTIONS), (
         f"manifests in {golden.kit_dir() / 'manifests'} cover {sorted(files)}, "
-        f"the loader knows {sorted(checkpoints.FILE_SECTIONS)}")
+        f"the loader knows {sorted(checkpoint_files.FILE_SECTIONS)}")
 
 
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=[m["file"] for m in MANIFESTS])
 def test_every_section_has_a_network(manifest):
-    mapped = set(checkpoints.FILE_SECTIONS[manifest["file"]].values())
+    mapped = set(checkpoint_files.FILE_SECTIONS[manifest["file"]].values())
     assert set(_sections_of(manifest)) == mapped
 
 
 @pytest.mark.parametrize("manifest,network,section", CASES,
                          ids=[f"{m['file']}:{section}->{network}" for m, network, section in CASES])
 def test_network_tree_matches_manifest(manifest, network, section):
-    coeff_nc = checkpoints.MAPPING_FILES.get(manifest["file"], 70)
+    coeff_nc = checkpoint_files.MAPPING_FILES.get(manifest["file"], 70)
     ours = _tree(network, coeff_nc)
-    allowed = tuple(p if p.endswith(".") else p + "." for p in checkpoints.unused_checkpoint_prefixes(network))
+    allowed = tuple(p if p.endswith(".") else p + "." for p in network_loading.unused_checkpoint_prefixes(network))
     entries = _sections_of(manifest)[section]
     official = {e["key"]: (tuple(e["shape"]), e["dtype"].replace("torch.", "")) for e in entries
                 if not (e["key"] + ".").startswith(allowed)}

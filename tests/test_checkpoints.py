@@ -23,11 +23,11 @@ from safetensors.torch import save_file
 
 import golden
 from conftest import NEW_SET, OLD_SET
-from sadtalker_core import checkpoints, download
+from sadtalker_core import checkpoint_files, download, network_loading, weight_files
 from sadtalker_core.errors import (CheckpointMismatchError, CheckpointNotFoundError, CorruptCheckpointError,
                                    OptionError)
 
-ST256, ST512 = checkpoints.safetensors_name(256), checkpoints.safetensors_name(512)
+ST256, ST512 = checkpoint_files.safetensors_name(256), checkpoint_files.safetensors_name(512)
 MAP70, MAP73 = "mapping_00229-model.pth.tar", "mapping_00109-model.pth.tar"
 RC_URL = "https://github.com/OpenTalker/SadTalker/releases/download/v0.0.2-rc/"
 
@@ -44,7 +44,7 @@ def _synth(file: str, seed: int, section: str | None = None, prefix: str | None 
                                "section": section or "", "strip_prefix": prefix})
 
 
-def _expected_state(source: checkpoints.CheckpointSource, seed: int):
+def _expected_state(source: checkpoint_files.CheckpointSource, seed: int):
     """What synth_weights puts into that section of that file."""
     if source.is_safetensors:
         return _synth(source.path.name, seed, "", source.section + ".")
@@ -52,7 +52,7 @@ def _expected_state(source: checkpoints.CheckpointSource, seed: int):
 
 
 def _assert_loaded_exactly(net: torch.nn.Module, expected: dict, network: str, where: str) -> None:
-    allowed = tuple(checkpoints.unused_checkpoint_prefixes(network))
+    allowed = tuple(network_loading.unused_checkpoint_prefixes(network))
     ours = net.state_dict()
     assert set(ours) == {k for k in expected if not k.startswith(allowed)}, where
     for key, tensor in ours.items():
@@ -66,8 +66,8 @@ def _assert_loaded_exactly(net: torch.nn.Module, expected: dict, network: str, w
 @pytest.mark.parametrize("size", [256, 512])
 def test_new_set_selection(tmp_path, size, preprocess, mapping, coeff_nc):
     folder = _touch(tmp_path, *NEW_SET)
-    found = checkpoints.locate_checkpoints(folder, size=size, preprocess=preprocess)
-    st = checkpoints.safetensors_name(size)
+    found = checkpoint_files.locate_checkpoints(folder, size=size, preprocess=preprocess)
+    st = checkpoint_files.safetensors_name(size)
     assert {n: (s.path.name, s.section) for n, s in found.sources.items()} == {
         "face_recon": (st, "face_3drecon"), "expnet": (st, "audio2exp"), "posevae": (st, "audio2pose"),
         "kp_detector": (st, "kp_extractor"), "generator": (st, "generator"), "mapping_net": (mapping, "mapping")}
@@ -77,7 +77,7 @@ def test_new_set_selection(tmp_path, size, preprocess, mapping, coeff_nc):
 
 def test_old_version_selection(tmp_path):
     folder = _touch(tmp_path, *NEW_SET, *OLD_SET)
-    found = checkpoints.locate_checkpoints(folder, preprocess="full", old_version=True)
+    found = checkpoint_files.locate_checkpoints(folder, preprocess="full", old_version=True)
     assert {n: (s.path.name, s.section) for n, s in found.sources.items()} == {
         "face_recon": ("epoch_20.pth", "net_recon"), "expnet": ("auido2exp_00300-model.pth", "model"),
         "posevae": ("auido2pose_00140-model.pth", "model"),
@@ -86,26 +86,26 @@ def test_old_version_selection(tmp_path):
         "he_estimator": ("facevid2vid_00189-model.pth.tar", "he_estimator"), "mapping_net": (MAP73, "mapping")}
     assert found.old_version and found.coeff_nc == 73
     with pytest.raises(OptionError, match="256"):
-        checkpoints.locate_checkpoints(folder, size=512, old_version=True)
+        checkpoint_files.locate_checkpoints(folder, size=512, old_version=True)
 
 
 def test_old_set_is_the_fallback_for_256_only(tmp_path):
     folder = _touch(tmp_path, *OLD_SET)
-    found = checkpoints.locate_checkpoints(folder)
+    found = checkpoint_files.locate_checkpoints(folder)
     assert found.old_version and ST256 in found.note
     assert found.sources["generator"].path.name == "facevid2vid_00189-model.pth.tar"
     with pytest.raises(CheckpointNotFoundError, match=ST512):
-        checkpoints.locate_checkpoints(folder, size=512)
+        checkpoint_files.locate_checkpoints(folder, size=512)
     (folder / "epoch_20.pth").unlink()  # incomplete old set: ask for the new file, not the old ones
     with pytest.raises(CheckpointNotFoundError) as caught:
-        checkpoints.locate_checkpoints(folder)
+        checkpoint_files.locate_checkpoints(folder)
     assert ST256 in str(caught.value) and "epoch_20.pth," not in str(caught.value).split("Searched")[0]
 
 
 def test_missing_files_error_names_files_folders_and_urls(tmp_path):
     first, second = _touch(tmp_path / "a"), _touch(tmp_path / "b", MAP73)
     with pytest.raises(CheckpointNotFoundError) as caught:
-        checkpoints.locate_checkpoints([first, second], size=512, preprocess="crop")
+        checkpoint_files.locate_checkpoints([first, second], size=512, preprocess="crop")
     text = str(caught.value)
     for needed in (ST512, MAP70, str(first.resolve()), str(second.resolve()), RC_URL + ST512, RC_URL + MAP70,
                    "optional", "v0.0.2"):
@@ -116,14 +116,14 @@ def test_missing_files_error_names_files_folders_and_urls(tmp_path):
 
 def test_files_are_found_per_file_across_folders(tmp_path):
     first, second = _touch(tmp_path / "a", ST256), _touch(tmp_path / "b", ST256, MAP70)
-    found = checkpoints.locate_checkpoints([first, second])
+    found = checkpoint_files.locate_checkpoints([first, second])
     assert found.files == (first / ST256, second / MAP70)
 
 
 def test_renamed_file_is_missing(tmp_path):
     folder = _touch(tmp_path, "SadTalker_V0.0.2_256.safetensors.bak", MAP70)
     with pytest.raises(CheckpointNotFoundError) as caught:
-        checkpoints.locate_checkpoints(folder)
+        checkpoint_files.locate_checkpoints(folder)
     text = str(caught.value)
     assert f"files: {ST256}." in text and str(folder.resolve()) in text and RC_URL + ST256 in text
 
@@ -131,7 +131,7 @@ def test_renamed_file_is_missing(tmp_path):
 @pytest.mark.parametrize("kwargs", [{"size": 384}, {"preprocess": "crop "}, {"preprocess": "Full"}])
 def test_bad_options(tmp_path, kwargs):
     with pytest.raises(OptionError):
-        checkpoints.locate_checkpoints(_touch(tmp_path, *NEW_SET), **kwargs)
+        checkpoint_files.locate_checkpoints(_touch(tmp_path, *NEW_SET), **kwargs)
 
 
 # ------------------------------------------------------------------- synthetic official files, full size
@@ -149,10 +149,10 @@ def synthetic_folders(checkpoint_factory, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_new_and_old_sets_load_the_synthetic_weights_exactly(synthetic_folders, seed):
-    new = checkpoints.locate_checkpoints(synthetic_folders(seed, "new"), size=256, preprocess="crop")
-    old = checkpoints.locate_checkpoints(synthetic_folders(seed, "old"), size=256, preprocess="crop",
+    new = checkpoint_files.locate_checkpoints(synthetic_folders(seed, "new"), size=256, preprocess="crop")
+    old = checkpoint_files.locate_checkpoints(synthetic_folders(seed, "old"), size=256, preprocess="crop",
                                          old_version=True)
-    new_nets = checkpoints.build_networks(new)
+    new_nets = network_loading.build_networks(new)
     assert set(new_nets) == {"face_recon", "expnet", "posevae", "kp_detector", "generator", "mapping_net"}
     for name, net in new_nets.items():
         assert not net.training and not any(p.requires_grad for p in net.parameters())
@@ -160,7 +160,7 @@ def test_new_and_old_sets_load_the_synthetic_weights_exactly(synthetic_folders, 
     new_states = {name: net.state_dict() for name, net in new_nets.items()}
     del new_nets
 
-    old_nets = checkpoints.build_networks(old)
+    old_nets = network_loading.build_networks(old)
     assert set(old_nets) == set(new_states) | {"he_estimator"}
     for name, net in old_nets.items():
         _assert_loaded_exactly(net, _expected_state(old.sources[name], seed), name, f"old set seed {seed}")
@@ -172,8 +172,8 @@ def test_new_and_old_sets_load_the_synthetic_weights_exactly(synthetic_folders, 
 @pytest.mark.slow
 def test_512_full_loads_its_own_renderer_and_the_73_channel_mapping(synthetic_folders):
     seed = 0
-    found = checkpoints.locate_checkpoints(synthetic_folders(seed, "new512"), size=512, preprocess="full")
-    nets = checkpoints.build_networks(found, names=["kp_detector", "mapping_net", "expnet"])
+    found = checkpoint_files.locate_checkpoints(synthetic_folders(seed, "new512"), size=512, preprocess="full")
+    nets = network_loading.build_networks(found, names=["kp_detector", "mapping_net", "expnet"])
     for name, net in nets.items():
         _assert_loaded_exactly(net, _expected_state(found.sources[name], seed), name, "512 full")
     assert nets["mapping_net"].state_dict()["first.0.weight"].shape[1] == 73
@@ -183,12 +183,12 @@ def test_512_full_loads_its_own_renderer_and_the_73_channel_mapping(synthetic_fo
 
 @pytest.mark.slow
 def test_only_requested_sections_are_read(synthetic_folders, monkeypatch):
-    found = checkpoints.locate_checkpoints(synthetic_folders(0, "new"))
+    found = checkpoint_files.locate_checkpoints(synthetic_folders(0, "new"))
     read = []
-    original = checkpoints.read_safetensors_sections
-    monkeypatch.setattr(checkpoints, "read_safetensors_sections",
+    original = weight_files.read_safetensors_sections
+    monkeypatch.setattr(weight_files, "read_safetensors_sections",
                         lambda path, prefixes: read.append(tuple(prefixes)) or original(path, prefixes))
-    states = checkpoints.load_network_states(found, names=["expnet", "face_recon"])
+    states = network_loading.load_network_states(found, names=["expnet", "face_recon"])
     assert list(states) == ["expnet", "face_recon"] and read == [("audio2exp", "face_3drecon")]
     assert set(states["expnet"]) == set(_synth(ST256, 0, "", "audio2exp."))
 
@@ -201,7 +201,7 @@ def test_truncated_copy_of_the_full_safetensors(synthetic_folders, tmp_path):
     with open(source, "rb") as src, open(folder / ST256, "wb") as dst:
         dst.write(src.read(4 << 20))
     with pytest.raises(CorruptCheckpointError) as caught:
-        checkpoints.load_network_states(checkpoints.locate_checkpoints(folder), names=["expnet"])
+        network_loading.load_network_states(checkpoint_files.locate_checkpoints(folder), names=["expnet"])
     text = str(caught.value)
     assert str(folder / ST256) in text and "truncated" in text and "725,066,984" in text and RC_URL + ST256 in text
 
@@ -211,7 +211,7 @@ def test_verify_reports_synthetic_hashes_but_they_still_load(synthetic_folders):
     folder = synthetic_folders(0, "new")
     results = {r.name: r for r in download.verify_checkpoints(folder, [MAP70])}
     assert results[MAP70].status in ("truncated", "corrupt") and not results[MAP70].ok
-    nets = checkpoints.build_networks(checkpoints.locate_checkpoints(folder), names=["mapping_net"])
+    nets = network_loading.build_networks(checkpoint_files.locate_checkpoints(folder), names=["mapping_net"])
     _assert_loaded_exactly(nets["mapping_net"], _synth(MAP70, 0, "mapping"), "mapping_net", MAP70)
 
 
@@ -248,7 +248,7 @@ def _valid_header_bytes() -> bytes:
 def test_damaged_safetensors(tmp_path, content, problem):
     path = _raw_file(tmp_path / ST256, content)
     with pytest.raises(CorruptCheckpointError) as caught:
-        checkpoints.read_safetensors_sections(path, ["audio2exp"])
+        weight_files.read_safetensors_sections(path, ["audio2exp"])
     text = str(caught.value)
     assert str(path) in text and problem in text and "725,066,984" in text and "download it again" in text
 
@@ -256,7 +256,7 @@ def test_damaged_safetensors(tmp_path, content, problem):
 @pytest.mark.parametrize("name", [ST256, MAP70])
 def test_git_lfs_pointer(tmp_path, name):
     path = _raw_file(tmp_path / name, b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n")
-    reader = checkpoints.read_safetensors_sections if name == ST256 else checkpoints.read_pickle_sections
+    reader = weight_files.read_safetensors_sections if name == ST256 else weight_files.read_pickle_sections
     with pytest.raises(CorruptCheckpointError, match="Git LFS pointer") as caught:
         reader(path, ["mapping"])
     assert RC_URL + name in str(caught.value)
@@ -268,7 +268,7 @@ def test_cut_short_small_safetensors(tmp_path):
     folder = _touch(tmp_path / "cut", MAP70)
     _raw_file(folder / ST256, data[: len(data) - 1000])
     with pytest.raises(CorruptCheckpointError, match="truncated"):
-        checkpoints.build_networks(checkpoints.locate_checkpoints(folder), names=["expnet"])
+        network_loading.build_networks(checkpoint_files.locate_checkpoints(folder), names=["expnet"])
 
 
 def test_wrong_shape_names_key_shapes_and_file(tmp_path):
@@ -277,7 +277,7 @@ def test_wrong_shape_names_key_shapes_and_file(tmp_path):
     folder = _touch(tmp_path, MAP70)
     _small_safetensors(folder / ST256, tensors)
     with pytest.raises(CheckpointMismatchError) as caught:
-        checkpoints.build_networks(checkpoints.locate_checkpoints(folder), names=["expnet"])
+        network_loading.build_networks(checkpoint_files.locate_checkpoints(folder), names=["expnet"])
     text = str(caught.value)
     assert "mapping1.weight: file (577, 64) vs network (64, 577)" in text
     assert str(folder / ST256) in text and "audio2exp" in text and "ExpNet" in text
@@ -286,11 +286,11 @@ def test_wrong_shape_names_key_shapes_and_file(tmp_path):
 def test_small_valid_file_loads_and_missing_prefix_is_reported(tmp_path):
     folder = _touch(tmp_path, MAP70)
     _small_safetensors(folder / ST256, _expnet_tensors())
-    found = checkpoints.locate_checkpoints(folder)
-    nets = checkpoints.build_networks(found, names=["expnet"])
+    found = checkpoint_files.locate_checkpoints(folder)
+    nets = network_loading.build_networks(found, names=["expnet"])
     _assert_loaded_exactly(nets["expnet"], _synth(ST256, 0, "", "audio2exp."), "expnet", "small file")
     with pytest.raises(CheckpointMismatchError) as caught:
-        checkpoints.load_network_states(found, names=["generator"])
+        network_loading.load_network_states(found, names=["generator"])
     assert "generator." in str(caught.value) and "audio2exp" in str(caught.value)
 
 
@@ -310,7 +310,7 @@ def test_pickle_with_code_is_refused_and_not_executed(tmp_path):
     path = folder / MAP70
     torch.save({"mapping": _synth(MAP70, 0, "mapping"), "epoch": 229, "payload": _RunsCode(marker)}, path)
     with pytest.raises(CorruptCheckpointError) as caught:
-        checkpoints.build_networks(checkpoints.locate_checkpoints(folder), names=["mapping_net"])
+        network_loading.build_networks(checkpoint_files.locate_checkpoints(folder), names=["mapping_net"])
     text = str(caught.value)
     assert not marker.exists()
     assert str(path) in text and "refuses to execute code" in text and "exec" in text and RC_URL + MAP70 in text
@@ -340,7 +340,7 @@ def test_loading_does_not_depend_on_a_patched_torch_load(tmp_path, monkeypatch):
     torch.save({"mapping": mapping, "epoch": 229}, folder / MAP70)  # the current torch's zip format
     monkeypatch.setattr(torch, "load", _host_whitelist_load)
     assert torch.load(folder / MAP70) is None  # the patch is in force
-    nets = checkpoints.build_networks(checkpoints.locate_checkpoints(folder), names=["mapping_net"])
+    nets = network_loading.build_networks(checkpoint_files.locate_checkpoints(folder), names=["mapping_net"])
     _assert_loaded_exactly(nets["mapping_net"], mapping, "mapping_net", "under a host's torch.load")
 
 
@@ -350,7 +350,7 @@ def test_a_host_that_disabled_safe_loading_still_gets_no_code_run(tmp_path, monk
     torch.save({"mapping": _synth(MAP70, 0, "mapping"), "payload": _RunsCode(marker)}, folder / MAP70)
     monkeypatch.setattr(torch, "load", _host_unsafe_load)
     with pytest.raises(CorruptCheckpointError, match="refuses to execute code"):
-        checkpoints.build_networks(checkpoints.locate_checkpoints(folder), names=["mapping_net"])
+        network_loading.build_networks(checkpoint_files.locate_checkpoints(folder), names=["mapping_net"])
     assert not marker.exists()
 
 
@@ -361,7 +361,7 @@ def test_unknown_top_level_entries_are_ignored(tmp_path):
                  "param_groups": [{"lr": 1e-4, "betas": (0.9, 0.999), "params": [0]}]}
     torch.save({"mapping": mapping, "discriminator": {"w": torch.ones(2)}, "optimizer_mapping": optimizer,
                 "epoch": 229, "note": "trained"}, folder / MAP70)
-    nets = checkpoints.build_networks(checkpoints.locate_checkpoints(folder), names=["mapping_net"])
+    nets = network_loading.build_networks(checkpoint_files.locate_checkpoints(folder), names=["mapping_net"])
     _assert_loaded_exactly(nets["mapping_net"], mapping, "mapping_net", "extra entries")
 
 
@@ -370,19 +370,19 @@ def test_damaged_and_foreign_pickles(tmp_path):
     path = folder / MAP70
     torch.save({"mapping": {"first.0.bias": torch.zeros(1024)}, "epoch": 1}, path)
     data = path.read_bytes()
-    checkpoint_set = checkpoints.locate_checkpoints(folder)
+    checkpoint_set = checkpoint_files.locate_checkpoints(folder)
     for broken, problem in ((data[: len(data) // 2], "cannot be read"), (b"", "cannot be read"),
                             (b"not a checkpoint at all", "cannot be read")):
         path.write_bytes(broken)
         with pytest.raises(CorruptCheckpointError, match=problem) as caught:
-            checkpoints.load_network_states(checkpoint_set, names=["mapping_net"])
+            network_loading.load_network_states(checkpoint_set, names=["mapping_net"])
         assert str(path) in str(caught.value) and "155,521,183" in str(caught.value)
     torch.save({"model": {}, "epoch": 1}, path)
     with pytest.raises(CorruptCheckpointError, match="no 'mapping' entry.*model, epoch"):
-        checkpoints.load_network_states(checkpoint_set, names=["mapping_net"])
+        network_loading.load_network_states(checkpoint_set, names=["mapping_net"])
     torch.save({"mapping": {"first.0.bias": [1, 2]}}, path)
     with pytest.raises(CorruptCheckpointError, match="not a state dict of tensors"):
-        checkpoints.load_network_states(checkpoint_set, names=["mapping_net"])
+        network_loading.load_network_states(checkpoint_set, names=["mapping_net"])
 
 
 # ---------------------------------------------------------------------------------------- load_strict
@@ -403,7 +403,7 @@ def _toy_state(**changes) -> dict:
 
 def test_load_strict_loads_and_tolerates_missing_bn_counter():
     net = _Toy()
-    checkpoints.load_strict(net, _toy_state(**{"norm.num_batches_tracked": None, "head.x": torch.ones(1)}),
+    network_loading.load_strict(net, _toy_state(**{"norm.num_batches_tracked": None, "head.x": torch.ones(1)}),
                             source="toy.pth", ignore_prefixes=("head",))
     assert torch.equal(net.conv.weight, torch.full((3, 2, 1, 1), 0.5))
     assert torch.equal(net.norm.running_var, torch.full((3,), 0.5))
@@ -415,7 +415,7 @@ def test_load_strict_lists_each_kind_of_problem():
     state = _toy_state(**{"conv.bias": None, "conv.weight": torch.zeros(3, 2, 3, 3), "extra.w": torch.ones(1),
                           "headless.w": torch.ones(1)})
     with pytest.raises(CheckpointMismatchError) as caught:
-        checkpoints.load_strict(net, state, source="some.pth [model]", ignore_prefixes=("head",))
+        network_loading.load_strict(net, state, source="some.pth [model]", ignore_prefixes=("head",))
     text = str(caught.value)
     assert "some.pth [model]" in text and "_Toy" in text
     assert "missing: conv.bias" in text and "extra.w" in text and "headless.w" in text
@@ -426,7 +426,7 @@ def test_load_strict_lists_each_kind_of_problem():
 def test_load_strict_shows_only_the_first_keys():
     state = _toy_state(**{f"stray{i}.w": torch.ones(1) for i in range(20)})
     with pytest.raises(CheckpointMismatchError, match=r"(?s)20 unexpected.*and 12 more"):
-        checkpoints.load_strict(_Toy(), state)
+        network_loading.load_strict(_Toy(), state)
 
 
 # ------------------------------------------------------------------------------- download and verify
@@ -543,7 +543,7 @@ def test_no_network_message(tmp_path, monkeypatch):
     monkeypatch.setenv(download.BASE_URL_ENV, _closed_port_url())
     folder = tmp_path / "ckpt"
     with pytest.raises(CheckpointNotFoundError) as caught:
-        checkpoints.locate_checkpoints(folder, size=512, preprocess="full", download=True)
+        checkpoint_files.locate_checkpoints(folder, size=512, preprocess="full", download=True)
     text = str(caught.value)
     assert "no connection" in text and str(folder) in text and ST512 in text and MAP73 in text
     assert f"/v0.0.2-rc/{ST512}" in text and f"/v0.0.2-rc/{MAP73}" in text
@@ -561,9 +561,9 @@ def test_locate_downloads_missing_files_on_first_use(tmp_path, monkeypatch):
     folder = tmp_path / "ckpt"
     with _serving(tmp_path / "release") as url:
         monkeypatch.setenv(download.BASE_URL_ENV, url)
-        found = checkpoints.locate_checkpoints(folder, download=True)
+        found = checkpoint_files.locate_checkpoints(folder, download=True)
     assert found.files == (folder / ST256, folder / MAP70)
-    nets = checkpoints.build_networks(found, names=["expnet"])
+    nets = network_loading.build_networks(found, names=["expnet"])
     _assert_loaded_exactly(nets["expnet"], _synth(ST256, 0, "", "audio2exp."), "expnet", "downloaded")
 
 
@@ -689,13 +689,13 @@ def test_verify_says_truncated_and_corrupt(release, tmp_path):
 
 def test_command_line(tmp_path, monkeypatch, capsys):
     folder = _raw_file(tmp_path / "ckpt" / MAP70, b"x" * 100).parent
-    assert checkpoints.main(["verify", str(folder)]) == 1
+    assert download.main(["verify", str(folder)]) == 1
     assert f"truncated      {MAP70}  100 of" in capsys.readouterr().out
     monkeypatch.setenv(download.BASE_URL_ENV, _closed_port_url())
-    assert checkpoints.main(["download", str(folder), "--size", "256"]) == 1
+    assert download.main(["download", str(folder), "--size", "256"]) == 1
     err = capsys.readouterr().err
     assert ST256 in err and MAP73 in err and MAP70 not in err.split("Download them")[0].split("Missing")[1]
-    run = subprocess.run([sys.executable, "-m", "sadtalker_core.checkpoints", "verify", str(tmp_path / "none")],
+    run = subprocess.run([sys.executable, "-m", "sadtalker_core.download", "verify", str(tmp_path / "none")],
                          capture_output=True, text=True, timeout=120, cwd=golden.REPO)
     assert run.returncode == 1 and "no official checkpoint files" in run.stdout
 

@@ -123,6 +123,9 @@ def test_gfpgan_restores_face_crops_reproducibly(tmp_path):
     first = seeded.enhance_frames(frames)
     assert torch.equal(first, seeded.enhance_frames(frames))  # the same noise maps on every call
     assert not torch.allclose(_resize(first, (96, 96)), out, atol=1e-3)
+    seeded.use_seed(None)  # a kept enhancer goes back to the checkpoint's own maps for a job without a seed
+    assert torch.equal(seeded.enhance_frames(frames, out_size=(96, 96)), out)
+    seeded.use_seed(7)
 
     boxed = seeded.enhance_frames(frames, face_box=(16, 8, 48, 56))
     outside = torch.ones(64, 64, dtype=torch.bool)

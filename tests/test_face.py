@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from golden import MEDIA
+from sadtalker_core import modes
 from sadtalker_core.errors import CheckpointNotFoundError, CorruptCheckpointError, NoFaceError, OptionError
 from sadtalker_core.face import align, crop, landmarks
 from sadtalker_core.face.landmarks import (FAN_DETECTOR_FILE, FAN_LANDMARKER_FILES, detect_faces, detector_status,
@@ -260,7 +261,7 @@ def test_fan_torchscript_file_of_face_alignment_1_3(fan_weights, tmp_path):
     net = ParametersOnly(4)
     net.load_state_dict(reference)
     torch.jit.trace(net.eval(), torch.zeros(1)).save(str(tmp_path / FAN_LANDMARKER_FILES[1]))
-    loaded = landmarks._fan_model(tmp_path / FAN_LANDMARKER_FILES[1], "cpu").state_dict()
+    loaded = landmarks.Detectors().fan(tmp_path / FAN_LANDMARKER_FILES[1], "cpu").state_dict()
     assert loaded.keys() == reference.keys()
     assert all(torch.equal(loaded[k], reference[k]) for k in reference)
 
@@ -287,14 +288,14 @@ def test_crop_frame_is_the_described_region(name, mode, images, dlib_faces):
     expected = cv2.resize(image[y0:y1, x0:x1], (256, 256), interpolation=cv2.INTER_LINEAR)
     np.testing.assert_array_equal(result.frame, expected)
 
-    size_wh, crop_box, quad = result.crop_info
+    size_wh, crop_box, quad = result.crop_info.size_wh, result.crop_info.crop_box, result.crop_info.quad_box
     if mode == "resize":
-        assert result.crop_info == ((width, height), None, None) and result.region == (0, 0, width, height)
+        assert result.crop_info == crop.CropInfo((width, height)) and result.region == (0, 0, width, height)
         return
     clx, cly, crx, cry = crop_box
     inner = (clx + int(quad[0]), cly + int(quad[1]), clx + int(quad[2]), cly + int(quad[3]))
     assert size_wh == (inner[2] - inner[0], inner[3] - inner[1])
-    assert result.region == (crop_box if mode.startswith("ext") else inner)
+    assert result.region == (crop_box if modes.shows_margin(mode) else inner)
     assert clx <= inner[0] < inner[2] <= crx and cly <= inner[1] < inner[3] <= cry
 
 
@@ -317,9 +318,10 @@ def test_huge_face_shrink_path_maps_boxes_to_the_original(images, dlib_faces):
         result = crop.crop_face(huge, huge_lm, mode, 256)
         # Boxes are in pixels of the picture passed in, ~12x the small picture's boxes.
         assert np.abs(np.array(result.region) - np.array(reference.region) * factor).max() <= 2 * factor
-        assert np.abs(np.array(result.crop_info[1]) - np.array(reference.crop_info[1]) * factor).max() <= 2 * factor
+        boxes = np.array(result.crop_info.crop_box), np.array(reference.crop_info.crop_box)
+        assert np.abs(boxes[0] - boxes[1] * factor).max() <= 2 * factor
         x0, y0, x1, y1 = result.region
-        assert result.crop_info[0] == (x1 - x0, y1 - y0) or mode.startswith("ext")
+        assert result.crop_info.size_wh == (x1 - x0, y1 - y0) or modes.shows_margin(mode)
         assert np.abs(result.frame.astype(int) - reference.frame).mean() < 8
         assert np.abs(result.landmarks_in_frame - reference.landmarks_in_frame).max() < 3
 

@@ -9,7 +9,7 @@ import golden
 from sadtalker_core.errors import InputError
 from sadtalker_core.nets.audio_encoder import AudioEncoder
 from sadtalker_core.nets.expnet import ExpNet
-from sadtalker_core.nets.face_recon import COEFF_SIZE, FaceReconNet
+from sadtalker_core.nets.face_recon import RECON_OUTPUT_SIZE, FaceReconNet
 from sadtalker_core.nets.posevae import (
     LATENT_SIZE,
     SEQ_LEN,
@@ -173,5 +173,5 @@ def test_face_recon_shape_and_determinism(n):
     net = FaceReconNet().eval()
     images = torch.rand(n, 3, 224, 224, generator=torch.Generator().manual_seed(n))
     out = net(images)
-    assert out.shape == (n, COEFF_SIZE) == (n, 257)
+    assert out.shape == (n, RECON_OUTPUT_SIZE) == (n, 257)
     assert torch.equal(out, net(images))

@@ -54,7 +54,8 @@ def test_crop_geometry(sidecar):
 
     picture = np.zeros((height, width, 3), np.uint8)  # geometry only: the original picture is not in the kit
     result = crop.crop_face(picture, landmarks, meta["preprocess"], size)
-    ours_size, ours_box, ours_quad = result.crop_info
+    info = result.crop_info
+    ours_size, ours_box, ours_quad = info.size_wh, info.crop_box, info.quad_box
     tolerances.exact(sidecar, "crop_info.original_size_wh", np.array(ours_size), np.array(size_wh))
     assert (ours_box is None) == (crop_box is None) and (ours_quad is None) == (quad_box is None)
     if crop_box is not None:

@@ -32,6 +32,7 @@ import torch
 
 import golden
 import tolerances
+from sadtalker_core.face.crop import CropInfo
 from sadtalker_core.paste import Paster, paste_box, restore_aspect, restore_aspect_torch
 
 pytestmark = pytest.mark.parity
@@ -39,10 +40,11 @@ pytestmark = pytest.mark.parity
 PASTE_SIDECARS = golden.sidecars("stages", "s5_*.json")
 
 
-def _crop_info(meta: dict) -> tuple:
+def _crop_info(meta: dict) -> CropInfo:
+    """The kit's JSON crop_info as the package's ``CropInfo``."""
     info = meta["crop_info"]
-    return (tuple(info["original_size_wh"]), tuple(info["crop_box_clx_cly_crx_cry"]),
-            tuple(info["quad_lx_ly_rx_ry"]))
+    return CropInfo(tuple(info["original_size_wh"]), tuple(info["crop_box_clx_cly_crx_cry"]),
+                    tuple(info["quad_lx_ly_rx_ry"]))
 
 
 def _stage2_sidecars(meta: dict) -> list[dict]:
@@ -83,7 +85,7 @@ def test_paste_box_is_stage2_frame_region(sidecar):
         pytest.skip(f"no s2 sidecar with preprocess={meta['mode']!r} for {meta.get('original_image')}")
     box = paste_box(_crop_info(meta), meta["mode"])
     for s2 in stage2:
-        tolerances.exact(sidecar, "crop_info.crop_box vs s2", np.array(_crop_info(meta)[1]),
+        tolerances.exact(sidecar, "crop_info.crop_box vs s2", np.array(_crop_info(meta).crop_box),
                          np.array(s2["crop_info"]["crop_box_clx_cly_crx_cry"]))
         x0, y0, w, h = s2["landmark_region_ox1_oy1_w_h"]
         tolerances.exact(sidecar, "paste box (x1, y1, x2, y2)", np.array(box), np.array([x0, y0, x0 + w, y0 + h]))

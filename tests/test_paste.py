@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from sadtalker_core.errors import InputError, OptionError
+from sadtalker_core.face.crop import CropInfo
 from sadtalker_core.paste import Paster, paste_box, restore_aspect, restore_aspect_torch
 
-CROP_INFO = ((100, 120), (20, 30, 150, 170), (10.7, 5.2, 110.9, 125.6))
+CROP_INFO = CropInfo((100, 120), (20, 30, 150, 170), (10.7, 5.2, 110.9, 125.6))
 
 
 def _background(height=200, width=220, seed=0) -> np.ndarray:
@@ -28,13 +29,10 @@ def _frames(n=3, size=64, seed=1) -> torch.Tensor:
 def test_paste_box_full_and_extfull():
     assert paste_box(CROP_INFO, "full") == (30, 35, 130, 155)
     assert paste_box(CROP_INFO, "extfull") == (20, 30, 150, 170)
-    mapping = {"original_size_wh": [100, 120], "crop_box_clx_cly_crx_cry": [20, 30, 150, 170],
-               "quad_lx_ly_rx_ry": [10.7, 5.2, 110.9, 125.6]}
-    assert paste_box(mapping, "full") == paste_box(CROP_INFO, "full")
     with pytest.raises(OptionError):
         paste_box(CROP_INFO, "crop")
     with pytest.raises(InputError):
-        paste_box(((256, 256), None, None), "full")
+        paste_box(CropInfo((256, 256)), "full")
 
 
 def test_restore_aspect_cv2_and_torch_agree():

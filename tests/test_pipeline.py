@@ -18,13 +18,13 @@ import pytest
 from PIL import Image
 
 import golden
-from sadtalker_core import Cancelled, GenerationResult, SadTalker, image_io, paste, video
+from sadtalker_core import Cancelled, GenerationResult, SadTalker, image_io, paste, stages, video
 from sadtalker_core.options import validate_options
+from sadtalker_core.progress import STAGES, Stage
 
 pytestmark = pytest.mark.slow
 
 DLIB = {"face_detector": "dlib"}
-STAGES = ["audio", "load", "face", "coeffs", "render"]
 
 
 def decoded(path) -> np.ndarray:
@@ -80,9 +80,9 @@ def test_crop_mode_video_options_info_and_progress(crop_run):
     assert coeffs.shape == (2, 70) and np.isfinite(coeffs).all()
 
     stages = [stage for stage, _, _ in events]
-    assert list(dict.fromkeys(stages)) == STAGES
+    assert tuple(dict.fromkeys(stages)) == STAGES
     assert all(0 <= done <= total for _, done, total in events)
-    render = [(done, total) for stage, done, total in events if stage == "render"]
+    render = [(done, total) for stage, done, total in events if stage == Stage.RENDER]
     assert render[0] == (0, 2) and render[-1] == (2, 2)
 
 
@@ -129,8 +129,8 @@ def test_full_mode_keeps_the_pixels_outside_the_paste_box(sadtalker_256, speech_
     reference = decoded(tmp_path / "source.mp4")[0]
     assert not np.array_equal(reference, image)  # the colour round trip alone changes pixels
 
-    source = sadtalker_256._analyse_source(image, validate_options(preprocess="full", **DLIB))
-    x0, y0, x1, y1 = paste.paste_box(source.crop_info, "full")
+    source = stages.analyse_source(sadtalker_256.runtime, image, backend="dlib", preprocess="full", size=256)
+    x0, y0, x1, y1 = paste.paste_box(source.crop, "full")
     assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 896
     margin = 4
     outside = np.ones(image.shape[:2], bool)
@@ -162,7 +162,7 @@ def test_resize_from_an_array_at_30_fps_with_a_reference_video(sadtalker_256, sp
                                     progress=lambda *e: events.append(e), **DLIB)
     check_streams(result, frames=1, fps=30)
     # the reference is read only as far as the clip needs: one frame
-    assert [e for e in events if e[0] == "reference"] == [("reference", 0, 1)]
+    assert [e for e in events if e[0] == Stage.REFERENCE] == [(Stage.REFERENCE, 0, 1)]
 
 
 def test_extfull_idle_mode_without_seed_reports_a_reproducing_seed(sadtalker_256, tmp_path):
@@ -178,9 +178,11 @@ def test_extfull_idle_mode_without_seed_reports_a_reproducing_seed(sadtalker_256
 
     kept = np.load(result.video_path.with_suffix(".coeffs.npy"))
     opts = dict(result.options)
-    features, _ = sadtalker_256._audio(None, opts)
-    source = sadtalker_256._analyse_source(image, opts)
-    np.testing.assert_array_equal(sadtalker_256._coefficients(features, source, {}, opts), kept)
+    features, _ = stages.driving_audio(None, fps=opts["fps"], idle_seconds=opts["idle_seconds"])
+    source = stages.analyse_source(sadtalker_256.runtime, image, backend="dlib", preprocess="extfull", size=256)
+    motion = stages.motion_coefficients(sadtalker_256.runtime, features, source, {}, preprocess="extfull",
+                                        seed=seed, head_motion_scale=0)
+    np.testing.assert_array_equal(motion.coefficients, kept)
     np.testing.assert_allclose(kept[:, 64:70], np.repeat(source.coeff[:, 64:70], len(kept), 0), atol=1e-6)
 
 
@@ -192,7 +194,7 @@ def test_cancel_during_render_leaves_no_files(sadtalker_256, speech_clip, tmp_pa
 
     def progress(stage, done, total):
         events.append((stage, done))
-        if stage == "render" and done >= 1:
+        if stage == Stage.RENDER and done >= 1:
             cancel.set()
 
     folder = tmp_path / "results"
@@ -200,7 +202,7 @@ def test_cancel_during_render_leaves_no_files(sadtalker_256, speech_clip, tmp_pa
         sadtalker_256.generate(str(golden.MEDIA / "happy.png"), speech_clip(0.08), result_dir=folder,
                                batch_size=1, keep_intermediates=True, progress=progress, cancel=cancel,
                                seed=5, **DLIB)
-    assert ("render", 1) in events and ("render", 2) not in events
+    assert (Stage.RENDER, 1) in events and (Stage.RENDER, 2) not in events
     assert list(folder.iterdir()) == []  # created for the coefficients, left empty
 
 

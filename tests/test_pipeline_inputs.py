@@ -3,9 +3,10 @@
 Failing calls go through ``generate`` itself and must raise a ``SadTalkerError`` subclass naming the
 problem, leave no result folder behind and put nothing into the temp folder (``tempfile`` and ``TMPDIR``
 are pointed at an empty folder of the test's own, so other processes on the machine cannot disturb the
-check). Valid inputs are followed up to the coefficients with the pipeline's own stage methods, called the
-way ``generate`` calls them (``_audio``, ``_load_source``, ``_analyse_source``, ``_references``,
-``_coefficients``): rendering adds seconds per frame and nothing that depends on these inputs.
+check). Valid inputs are followed up to the coefficients with the pipeline's public stages, called the
+way ``generate`` calls them (``driving_audio``, ``load_source``, ``analyse_source``,
+``reference_coefficients``, ``motion_coefficients``): rendering adds seconds per frame and nothing that
+depends on these inputs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from PIL import Image
 
 import golden
 from sadtalker_core import (AudioError, CheckpointNotFoundError, ImageError, InputError, NoFaceError,
-                            OptionError, SadTalker, SadTalkerError, pipeline, video)
+                            OptionError, SadTalker, SadTalkerError, stages, video)
 from sadtalker_core.errors import VideoError
 from sadtalker_core.options import validate_options
 
@@ -39,7 +40,7 @@ def ffmpeg(*args: str) -> None:
 
 @pytest.fixture(scope="module")
 def talker(sadtalker_256) -> SadTalker:
-    sadtalker_256.models.prepare(256, "crop")
+    sadtalker_256.runtime.prepare(256, "crop")
     return sadtalker_256
 
 
@@ -50,16 +51,36 @@ def portrait() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def portrait_source(talker, portrait):
-    return talker._analyse_source(portrait, validate_options(**DLIB))
+    return analysed(talker, portrait)
+
+
+def analysed(talker: SadTalker, image: np.ndarray, **options) -> stages.SourceFace:
+    """The source face as ``generate`` analyses it with these options."""
+    opts = validate_options({**DLIB, **options})
+    return stages.analyse_source(talker.runtime, image, backend=opts["face_detector"], preprocess=opts["preprocess"],
+                                 size=opts["size"], landmarks=opts["landmarks"], face_box=opts["face_box"],
+                                 face_index=opts["face_index"])
+
+
+def references(talker: SadTalker, max_frames: int | None, **options) -> dict[str, np.ndarray]:
+    """The reference videos' coefficients as ``generate`` reads them with these options."""
+    opts = validate_options({**DLIB, **options})
+    return stages.reference_coefficients(talker.runtime, {role: opts[role] for role in stages.REFERENCE_ROLES},
+                                         backend=opts["face_detector"], preprocess=opts["preprocess"],
+                                         max_frames=max_frames)
 
 
 def coefficients(talker: SadTalker, source, audio_path, **options) -> np.ndarray:
     """The generated coefficients (T, 70) of ``generate`` for these inputs: its stage calls, in its order."""
     opts = validate_options({"seed": 0, **DLIB, **options})
-    features, _ = talker._audio(audio_path, opts)
-    job = pipeline._Job(None, None)
-    references = talker._references(opts, None if opts["ref_info"] == "all" else features.num_frames, job)
-    return talker._coefficients(features, source, references, opts)
+    features, _ = stages.driving_audio(audio_path, fps=opts["fps"], idle_seconds=opts["idle_seconds"],
+                                       ref_info=opts["ref_info"], ref_video=opts["ref_video"])
+    found = references(talker, None if opts["ref_info"] == "all" else features.num_frames, **options)
+    motion = stages.motion_coefficients(
+        talker.runtime, features, source, found, preprocess=opts["preprocess"], seed=opts["seed"],
+        pose_style=opts["pose_style"], blink=opts["blink"], head_motion_scale=opts["head_motion_scale"],
+        ref_info=opts["ref_info"], still=opts["still"], expression_scale=opts["expression_scale"])
+    return motion.coefficients
 
 
 @pytest.fixture
@@ -133,42 +154,41 @@ def _formats(image: Image.Image):
 
 
 def test_rgba_grayscale_16bit_and_cmyk_sources_reach_the_same_face(talker, portrait, portrait_source, tmp_path):
-    opts = validate_options(**DLIB)
     rgb = Image.fromarray(portrait)
     for name, suffix, picture, save in _formats(rgb):
         path = tmp_path / f"{name}{suffix}"
         picture.save(path, **save)
         assert Image.open(path).mode == picture.mode
         for given in (path, picture):
-            image = pipeline._load_source(given)
+            image = stages.load_source(given)
             assert image.shape == portrait.shape and image.dtype == np.uint8, name
-            source = talker._analyse_source(image, opts)
+            source = analysed(talker, image)
             # the same face: crop regions agree to a few pixels on a 640x896 picture
             assert np.abs(np.subtract(source.region, portrait_source.region)).max() <= 12, name
             difference = np.abs(source.coeff - portrait_source.coeff)[0]
             assert difference[:70].max() < 0.1 and difference[70:].max() < 3, name  # 70: alignment px
     # an opaque alpha channel changes nothing at all
-    image = pipeline._load_source(rgb.convert("RGBA"))
-    np.testing.assert_array_equal(talker._analyse_source(image, opts).coeff, portrait_source.coeff)
+    image = stages.load_source(rgb.convert("RGBA"))
+    np.testing.assert_array_equal(analysed(talker, image).coeff, portrait_source.coeff)
 
 
 def test_jpeg_content_with_a_png_name_and_a_video_as_source(talker):
     path = MEDIA / "full_body_1.png"
     assert path.read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG bytes behind the .png name
-    image = pipeline._load_source(path)
+    image = stages.load_source(path)
     assert image.shape == (1200, 800, 3)
-    x0, y0, x1, y1 = talker._analyse_source(image, validate_options(**DLIB)).region
+    x0, y0, x1, y1 = analysed(talker, image).region
     assert 0 <= x0 < x1 <= 800 and 0 <= y0 < y1 <= 1200
 
-    frame = pipeline._load_source(REFERENCE_VIDEO)  # a video source: its first frame, as the original
+    frame = stages.load_source(REFERENCE_VIDEO)  # a video source: its first frame, as the original
     np.testing.assert_array_equal(frame, next(video.read_video_frames(REFERENCE_VIDEO, max_frames=1)))
 
 
 def test_a_huge_array_is_downscaled_before_the_face_stage(talker, portrait):
     huge = np.asarray(Image.fromarray(portrait).resize((4286, 6000), Image.BICUBIC))
-    image = pipeline._load_source(huge)
+    image = stages.load_source(huge)
     assert max(image.shape[:2]) == 4096 and image.shape[1] == round(4286 * 4096 / 6000)
-    x0, y0, x1, y1 = talker._analyse_source(image, validate_options(**DLIB)).region
+    x0, y0, x1, y1 = analysed(talker, image).region
     assert (x1 - x0) > 1000  # the face of a 4096-px picture, found at its own scale
 
 
@@ -185,7 +205,7 @@ def two_faces() -> np.ndarray:
 def test_several_faces_largest_by_default_and_face_index(talker, two_faces, failing):
     centre = {}
     for index in (None, 0, 1):
-        region = talker._analyse_source(two_faces, validate_options(face_index=index, **DLIB)).region
+        region = analysed(talker, two_faces, face_index=index).region
         centre[index] = (region[0] + region[2]) / 2
     assert centre[None] == centre[0] < 512 < 560 < centre[1] < 832
     failing(OptionError, "face_index 2 is out of range: 2 face", source=two_faces, face_index=2)
@@ -267,9 +287,7 @@ def test_seeds_and_blinks_on_the_coefficients(talker, portrait_source, speech_cl
 
 def test_reference_videos_drive_pose_and_blinks(talker, portrait_source, speech_clip):
     clip = speech_clip(0.12)  # 3 frames: the reference is read for 3 frames only
-    job = pipeline._Job(None, None)
-    opts = validate_options(ref_pose=str(REFERENCE_VIDEO), **DLIB)
-    reference = talker._references(opts, 3, job)["ref_pose"]
+    reference = references(talker, 3, ref_pose=str(REFERENCE_VIDEO))["ref_pose"]
     assert reference.shape == (3, 73)
 
     plain = coefficients(talker, portrait_source, clip, seed=7)
@@ -290,8 +308,7 @@ def test_reference_videos_drive_pose_and_blinks(talker, portrait_source, speech_
 def test_reenacting_a_video_with_its_own_audio(talker, portrait_source, tmp_path):
     clip = tmp_path / "talk.mp4"
     ffmpeg("-i", str(REFERENCE_VIDEO), "-t", "0.12", "-c:v", "libx264", "-c:a", "aac", str(clip))
-    opts = validate_options(ref_video=str(clip), ref_info="all", **DLIB)
-    reference = talker._references(opts, None, pipeline._Job(None, None))["ref_video"]
+    reference = references(talker, None, ref_video=str(clip), ref_info="all")["ref_video"]
     generated = coefficients(talker, portrait_source, None, ref_video=str(clip), ref_info="all")
     frames = min(len(generated), len(reference))
     assert frames >= 2

@@ -2,8 +2,9 @@
 
 The official cropper builds an FFHQ-style oriented square ("quad") from the eyes and mouth, but only uses
 axis-aligned boxes: a bordered *crop box* around the quad (the ``ext*`` modes) and the quad's bounding box
-inside it (``crop``/``full``). ``crop_info = ((w, h), (clx, cly, crx, cry), (lx, ly, rx, ry))`` is the official
-tuple that paste-back and the aspect-ratio restore consume; ``(lx, ly, rx, ry)`` is relative to the crop box.
+inside it (``crop``/``full``). :class:`CropInfo` holds the official crop tuple's three parts by name
+(``size_wh``, ``crop_box``, ``quad_box``) for paste-back and the aspect-ratio restore; ``quad_box`` is
+relative to the crop box.
 
 Two deliberate differences, both invisible whenever the official result is self-consistent (the golden kit):
 
@@ -25,15 +26,31 @@ import cv2
 import numpy as np
 
 from ..errors import NoFaceError, OptionError
+from ..modes import shows_margin
+from ..options import PREPROCESS_MODES
 from .landmarks import as_landmarks68
 
-PREPROCESS_MODES = ("crop", "extcrop", "resize", "full", "extfull")
 
 #: Official ``align_face(output_size=512)``: faces whose quad reaches 4x this are analysed shrunk.
 _ANALYSIS_SIZE = 512
 
 Box = tuple[int, int, int, int]
-CropInfo = tuple[tuple[int, int], Optional[Box], Optional[tuple[float, float, float, float]]]
+
+
+@dataclass(frozen=True)
+class CropInfo:
+    """Where a face frame lies in its picture, in original-image pixels (the official ``crop_info``)."""
+
+    size_wh: tuple[int, int]  # (w, h) of the face box (the whole picture in ``resize`` mode)
+    crop_box: Optional[Box] = None  # (clx, cly, crx, cry) the bordered crop box; None in ``resize`` mode
+    quad_box: Optional[tuple[float, float, float, float]] = None  # (lx, ly, rx, ry) relative to crop_box
+
+    def face_box_in_frame(self, size: int) -> tuple[float, float, float, float]:
+        """The face box in the pixels of a ``size`` frame that shows the whole crop box (``ext*`` modes)."""
+        clx, cly, crx, cry = self.crop_box
+        lx, ly, rx, ry = self.quad_box
+        sx, sy = size / (crx - clx), size / (cry - cly)
+        return (lx * sx, ly * sy, rx * sx, ry * sy)
 
 
 @dataclass(frozen=True)
@@ -49,7 +66,7 @@ class CropGeometry:
 @dataclass(frozen=True)
 class CropResult:
     frame: np.ndarray  # (size, size, 3) uint8 RGB: what the 3DMM regressor and the renderer see
-    crop_info: CropInfo  # official tuple, original-image pixels
+    crop_info: CropInfo  # original-image pixels
     landmarks_in_frame: np.ndarray  # (68, 2) the input landmarks mapped into ``frame`` pixels
     region: Box  # (x0, y0, x1, y1) original-image pixels shown in ``frame``
 
@@ -128,7 +145,7 @@ def crop_face(image: np.ndarray, landmarks: np.ndarray, mode: str = "crop", size
     if mode == "resize":
         frame = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
         region = (0, 0, width, height)
-        return CropResult(frame, ((width, height), None, None), map_landmarks(lm, region, size), region)
+        return CropResult(frame, CropInfo((width, height)), map_landmarks(lm, region, size), region)
 
     geometry = crop_geometry(lm, width, height)
     clx, cly, crx, cry = geometry.crop_box
@@ -136,7 +153,7 @@ def crop_face(image: np.ndarray, landmarks: np.ndarray, mode: str = "crop", size
     rx = min(rx, crx - clx)
     ry = min(ry, cry - cly)
     inner = (clx + int(lx), cly + int(ly), clx + int(rx), cly + int(ry))
-    shown = geometry.crop_box if mode.startswith("ext") else inner
+    shown = geometry.crop_box if shows_margin(mode) else inner
 
     analysed = image
     if geometry.shrink > 1:
@@ -145,17 +162,17 @@ def crop_face(image: np.ndarray, landmarks: np.ndarray, mode: str = "crop", size
                        interpolation=cv2.INTER_LINEAR)
 
     if geometry.shrink == 1:
-        crop_info = ((inner[2] - inner[0], inner[3] - inner[1]), geometry.crop_box, (lx, ly, rx, ry))
+        crop_info = CropInfo((inner[2] - inner[0], inner[3] - inner[1]), geometry.crop_box, (lx, ly, rx, ry))
         return CropResult(frame, crop_info, map_landmarks(lm, shown, size), shown)
 
     scale = (width / geometry.rsize[0], height / geometry.rsize[1])
     crop_box = _scale_box(geometry.crop_box, scale, width, height)
     inner_box = _scale_box(inner, scale, width, height)
     relative = tuple(float(v - crop_box[i % 2]) for i, v in enumerate(inner_box))
-    crop_info = ((inner_box[2] - inner_box[0], inner_box[3] - inner_box[1]), crop_box, relative)
+    crop_info = CropInfo((inner_box[2] - inner_box[0], inner_box[3] - inner_box[1]), crop_box, relative)
     # Landmarks go through the analysis image (cv2's pixel-centre convention) so they match the pixels.
     lm_analysed = (lm.astype(np.float64) + 0.5) / np.array(scale) - 0.5
-    region = crop_box if mode.startswith("ext") else inner_box
+    region = crop_box if shows_margin(mode) else inner_box
     return CropResult(frame, crop_info, map_landmarks(lm_analysed, shown, size), region)
 
 

@@ -1,6 +1,8 @@
 """68-point face landmarks behind one interface, and the choice of face.
 
-Backends (imported lazily; models are loaded once per process and cached):
+Backends (imported lazily). The loaded detector and landmark models live in a :class:`Detectors` store that
+its owner keeps (``models.ModelRuntime`` keeps one per pipeline and empties it in ``unload()``); a call
+without a store builds the models it needs for that call only:
 
 * ``"auto"`` (default): ``"fan"`` when face-alignment imports and its weights are present or can be downloaded,
   else ``"dlib"`` when installed; ``resolve_backend`` says which one and why.
@@ -18,7 +20,6 @@ its weights are not redistributable here, so either backend stands in for it.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import math
 import os
@@ -28,8 +29,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..checkpoints import torch_load_weights
 from ..errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, NoFaceError, OptionError
+from ..weight_files import torch_load_weights
 
 BACKENDS = ("auto", "fan", "dlib")
 DLIB_DETECTORS = ("hog", "mmod")
@@ -79,15 +80,52 @@ def as_landmarks68(value, what: str = "landmarks") -> np.ndarray:
     return array
 
 
+class Detectors:
+    """The loaded face detectors and landmark models (FAN, S3FD, dlib predictor / HOG / MMOD), each built on
+    first use and kept until :meth:`clear`. Keyed by file and device, so one store serves any backend."""
+
+    def __init__(self):
+        self._loaded: dict[tuple, object] = {}
+
+    def _get(self, key: tuple, build):
+        if key not in self._loaded:
+            self._loaded[key] = build()
+        return self._loaded[key]
+
+    def fan(self, path: Path, device: str):
+        return self._get(("fan", path, device), lambda: _load_fan(path, device))
+
+    def sfd(self, path: Path, device: str):
+        return self._get(("sfd", path, device), lambda: _load_sfd(path, device))
+
+    def dlib_predictor(self, path: Path):
+        return self._get(("dlib_predictor", path), lambda: _dlib().shape_predictor(str(path)))
+
+    def dlib_hog(self):
+        return self._get(("dlib_hog",), lambda: _dlib().get_frontal_face_detector())
+
+    def dlib_mmod(self, path: Path):
+        return self._get(("dlib_mmod", path), lambda: _dlib().cnn_face_detection_model_v1(str(path)))
+
+    def loaded(self) -> list[str]:
+        return sorted(str(key[0]) for key in self._loaded)
+
+    def clear(self) -> None:
+        self._loaded.clear()
+
+
 def detect_faces(image: np.ndarray, backend: str = "fan", *, face_box: Optional[Sequence[float]] = None,
                  detector: Optional[str] = None, weights_dir: Optional[str | os.PathLike] = None,
                  device: str = "cpu", download: bool = True,
-                 detect_max_side: int = DEFAULT_DETECT_MAX_SIDE) -> list[Face]:
+                 detect_max_side: int = DEFAULT_DETECT_MAX_SIDE, detectors: Optional[Detectors] = None
+                 ) -> list[Face]:
     """Every face in ``image`` (uint8 H x W x 3 RGB), largest first; an empty list when there is none.
 
     With ``face_box`` (x0, y0, x1, y1) no detector runs: the landmarker runs inside that box only.
-    ``detector`` picks the dlib detector (``"hog"`` or ``"mmod"``); FAN always uses S3FD.
+    ``detector`` picks the dlib detector (``"hog"`` or ``"mmod"``); FAN always uses S3FD. ``detectors``
+    keeps the loaded models between calls (``None``: built for this call only).
     """
+    detectors = detectors if detectors is not None else Detectors()
     backend, _ = resolve_backend(backend, weights_dir, download)
     image = _check_image(image)
     height, width = image.shape[:2]
@@ -95,12 +133,12 @@ def detect_faces(image: np.ndarray, backend: str = "fan", *, face_box: Optional[
         if detector not in (None, "sfd", "s3fd"):
             raise OptionError(f"The fan backend uses the S3FD detector; detector={detector!r} is not available. "
                               "Leave detector unset, or use backend='dlib' with detector 'hog' or 'mmod'.")
-        model = _fan_model(_fan_file(FAN_LANDMARKER_FILES, weights_dir, download), str(device))
+        model = detectors.fan(_fan_file(FAN_LANDMARKER_FILES, weights_dir, download), str(device))
     else:
         detector = detector or "hog"
         if detector not in DLIB_DETECTORS:
             raise OptionError(f"Unknown dlib detector {detector!r}. Use one of: {', '.join(DLIB_DETECTORS)}.")
-        model = _dlib_shape_predictor(_dlib_file(DLIB_LANDMARKER_FILE, weights_dir))
+        model = detectors.dlib_predictor(_dlib_file(DLIB_LANDMARKER_FILE, weights_dir))
 
     if face_box is not None:
         boxes, scores = [_check_box(face_box, width, height)], [None]
@@ -108,11 +146,11 @@ def detect_faces(image: np.ndarray, backend: str = "fan", *, face_box: Optional[
         scale = min(1.0, detect_max_side / max(width, height))
         small = _downscaled(image, scale)
         if backend == "fan":
-            found = _sfd_detector(_fan_file((FAN_DETECTOR_FILE,), weights_dir, download), str(device))
+            found = detectors.sfd(_fan_file((FAN_DETECTOR_FILE,), weights_dir, download), str(device))
             rows = found.detect_from_image(small.copy())
             detections = [(tuple(float(v) for v in row[:4]), float(row[4])) for row in rows]
         else:
-            detections = _dlib_detect(small, detector, weights_dir)
+            detections = _dlib_detect(detectors, small, detector, weights_dir)
         boxes = [tuple(v / scale for v in box) for box, _ in detections]
         scores = [score for _, score in detections]
         if not boxes:
@@ -195,7 +233,8 @@ def locate_face(image: np.ndarray, *, backend: str = "fan", landmarks=None,
                 **backend_options) -> Face:
     """The one face to animate: given ``landmarks`` win, else ``face_box``, else detection + ``face_index``.
 
-    ``backend_options`` go to ``detect_faces`` (detector, weights_dir, device, download, detect_max_side).
+    ``backend_options`` go to ``detect_faces`` (detector, weights_dir, device, download, detect_max_side,
+    detectors).
     Raises ``NoFaceError`` when nothing is found.
     """
     if landmarks is not None:
@@ -304,8 +343,7 @@ def _face_alignment():
     return face_alignment
 
 
-@functools.lru_cache(maxsize=4)
-def _fan_model(path: Path, device: str):
+def _load_fan(path: Path, device: str):
     import torch
 
     _face_alignment()
@@ -329,8 +367,7 @@ def _fan_model(path: Path, device: str):
     return net.to(device).eval()
 
 
-@functools.lru_cache(maxsize=4)
-def _sfd_detector(path: Path, device: str):
+def _load_sfd(path: Path, device: str):
     from face_alignment.detection.sfd.sfd_detector import SFDDetector
 
     try:
@@ -410,28 +447,13 @@ def _dlib_file(name: str, weights_dir) -> Path:
                                   "pip install face_recognition_models, or put the file in the checkpoint folder.")
 
 
-@functools.lru_cache(maxsize=2)
-def _dlib_shape_predictor(path: Path):
-    return _dlib().shape_predictor(str(path))
-
-
-@functools.lru_cache(maxsize=2)
-def _dlib_hog():
-    return _dlib().get_frontal_face_detector()
-
-
-@functools.lru_cache(maxsize=2)
-def _dlib_mmod(path: Path):
-    return _dlib().cnn_face_detection_model_v1(str(path))
-
-
-def _dlib_detect(image: np.ndarray, detector: str, weights_dir) -> list[tuple[Box, float]]:
+def _dlib_detect(detectors: Detectors, image: np.ndarray, detector: str, weights_dir) -> list[tuple[Box, float]]:
     if detector == "hog":
         # One 2x upsampling finds faces down to ~40 px, the scale of a face in a full-body picture.
-        rects, scores, _ = _dlib_hog().run(image, 1, 0.0)
+        rects, scores, _ = detectors.dlib_hog().run(image, 1, 0.0)
         found = zip(rects, scores)
     else:
-        found = ((d.rect, d.confidence) for d in _dlib_mmod(_dlib_file(DLIB_MMOD_FILE, weights_dir))(image, 0))
+        found = ((d.rect, d.confidence) for d in detectors.dlib_mmod(_dlib_file(DLIB_MMOD_FILE, weights_dir))(image, 0))
     # dlib boxes are inclusive pixel ranges: right/bottom + 1 gives (x1, y1) as exclusive bounds.
     return [((float(r.left()), float(r.top()), float(r.right() + 1), float(r.bottom() + 1)), float(score))
             for r, score in found]

@@ -12,7 +12,7 @@ from torch import nn
 #: Output widths of the heads, concatenated in this order: identity, expression, texture, angles,
 #: lighting (gamma), translation x/y, translation z -> 257 coefficients.
 HEAD_SIZES = (80, 64, 80, 3, 27, 2, 1)
-COEFF_SIZE = sum(HEAD_SIZES)
+RECON_OUTPUT_SIZE = sum(HEAD_SIZES)
 
 _LAYERS = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))  # (width, blocks, stride)
 _EXPANSION = 4
