@@ -281,6 +281,8 @@ def render_plan(meta: dict) -> RenderPlan:
             unsupported(meta, "render_layout", layout, "it must state the render's batch_size=B (or give "
                         "render_batch_size)")
         batch_size = int(found.group(1))
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        unsupported(meta, "render_batch_size", batch_size, "expected an integer")
     built = re.search(r"target_semantics_bs(\d+)", layout)
     built_with = int(built.group(1)) if built else int(batch_size)
     num_frames = int(meta["frame_num"])

@@ -146,6 +146,7 @@ def test_render_plan_batch_padding_repeats_the_last_frame():
     ({"input_yaw": "10"}, "input_yaw"),
     ({"preprocess": "square"}, "preprocess"),
     ({"still": "yes"}, "still"),
+    ({"render_batch_size": "2"}, "render_batch_size"),
 ])
 def test_render_plan_rejects_settings_it_does_not_model(change, setting):
     meta, _ = _kit("s4_facerender")

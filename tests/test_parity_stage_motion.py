@@ -201,6 +201,7 @@ def test_stage4_render(sidecar):
     meta, g = golden.load_sidecar(sidecar)
     plan = golden.render_plan(meta)
     for name, shape in plan.expected_shapes().items():
+        assert name in g, f"{sidecar.name}: the render's {name} is not recorded"
         assert g[name].shape == shape, (f"{sidecar.name}: {name} has shape {g[name].shape}; the recorded render "
                                         f"(B={plan.batch_size}, {plan.steps} steps, size {plan.size}) gives {shape}")
     generated, source = _stage4_inputs(meta)
