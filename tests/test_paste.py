@@ -68,6 +68,15 @@ def test_restore_aspect_torch_equals_cv2_when_the_width_changes_too():
         assert np.array_equal(ours, official), width
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_restore_aspect_torch_on_cuda_equals_cv2():
+    frames = torch.rand(4, 3, 512, 512, generator=torch.Generator().manual_seed(0))
+    crop_info = ((512, 600), None, None)
+    official = restore_aspect(animate.to_uint8(frames).numpy(), crop_info, 512)
+    ours = restore_aspect_torch(frames.cuda(), crop_info, 512)
+    assert ours.is_cuda and np.array_equal(animate.to_uint8(ours).cpu().numpy(), official)
+
+
 def test_restore_aspect_torch_keeps_frames_of_the_target_size():
     frames = torch.rand(1, 3, 64, 64)
     assert restore_aspect_torch(frames, ((100, 100), None, None), 64) is frames
