@@ -227,11 +227,6 @@ def _mel_basis() -> np.ndarray:
     return basis
 
 
-def mel_filterbank() -> np.ndarray:
-    """The (80, 401) float32 mel filterbank (a copy)."""
-    return _mel_basis().copy()
-
-
 def mel_spectrogram(wav: np.ndarray, block_frames: int = 1024) -> np.ndarray:
     """Official SadTalker/Wav2Lip normalised log-mel of 16 kHz samples -> (1 + len // 200, 80) float64.
 

@@ -4,7 +4,7 @@ The official ``get_data`` + ``Audio2Coeff.generate`` path as plain functions. Co
 ``[expression (64), angles (3), translation (3)]``; the source coefficient row may carry the 3 crop
 parameters after them (73 values), which this stage ignores.
 
-Randomness follows the official draw order and count (spec section 4): one ``rng.choice(range(...))`` per
+Randomness follows the official draw order and count: one ``rng.choice(range(...))`` per
 blink attempt, one ``torch.randn(1, 64)`` per PoseVAE window, drawn even when a later option discards them, so
 a seed gives the same video whatever the reference / still / blink options.
 """
@@ -78,11 +78,6 @@ def tile_frames(coeffs: np.ndarray, num_frames: int) -> np.ndarray:
                          "visible from the first frame.")
     copies = -(-num_frames // len(coeffs))
     return np.concatenate([coeffs] * copies, axis=0)[:num_frames]
-
-
-def idle_windows(num_frames: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Mel windows (1, T, 1, 80, 16) of the official idle mode: all zeros (which is -50 dB, not silence)."""
-    return torch.zeros(1, num_frames, 1, 80, 16, device=device)
 
 
 def expression_coeffs(expnet: torch.nn.Module, windows: torch.Tensor, ref_exp: torch.Tensor,

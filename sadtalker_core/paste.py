@@ -20,6 +20,7 @@ patch's masked Laplacian is transformed. ``blend="poisson"`` calls OpenCV exactl
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -70,14 +71,65 @@ def restore_aspect(frames: np.ndarray, crop_info: CropInfo, size: int) -> np.nda
 
 
 def restore_aspect_torch(frames: torch.Tensor, crop_info: Any, size: int) -> torch.Tensor:
-    """Batched aspect restore of float NCHW frames on their device (bilinear, half-pixel centres like cv2).
+    """Batched aspect restore of float NCHW frames in [0, 1] on their device, equal to :func:`restore_aspect`.
 
-    Within one uint8 level of :func:`restore_aspect` once rounded (OpenCV uses fixed-point weights).
+    The official frames are uint8 (``rint(255 x)``) when OpenCV resizes them, so the frames are rounded the
+    same way first; the result is the resized 8-bit levels divided by 255 (``rint(255 x)`` of it gives them back
+    exactly). Frames already of the target size are returned unchanged.
     """
     width, height = aspect_size(crop_info, size)
     if frames.shape[-2:] == (height, width):
         return frames
-    return F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False)
+    levels = torch.round(frames.float() * 255.0).clamp_(0, 255).to(torch.int32)
+    return _resize_linear_uint8(levels, width, height).float() / 255.0
+
+
+# cv2.resize(INTER_LINEAR) on 8-bit pictures works in fixed point: each tap weight is a float32 weight times
+# 2**11, rounded; the horizontal pass keeps the exact integer sums (levels * 2**11) and the vertical pass is the
+# vectorised one, which drops 4 bits of each row before a high-half 16x16-bit product and rounds the last 2 bits.
+# Reproducing those integer steps makes the result bit-identical (checked against cv2 on random sizes and
+# pictures, both directions, 1 to 4 channels), where plain float bilinear differs by one level on 10-25 % of
+# the values.
+_COEF_BITS = 11
+
+
+@functools.lru_cache(maxsize=64)
+def _linear_taps(source: int, target: int, horizontal: bool) -> tuple[np.ndarray, ...]:
+    """For each target index along one axis: the two source indices and their fixed-point weights (int32).
+
+    Past either edge both taps read the edge sample; horizontally OpenCV also moves the whole weight onto it,
+    vertically it keeps the two weights, and as the vertical pass floors each product separately that can
+    change a level, so the two axes differ here too.
+    """
+    scale = 1.0 / (target / source)  # OpenCV stores the inverse of dsize/ssize, in double
+    position = ((np.arange(target) + 0.5) * scale - 0.5).astype(np.float32)  # rounded to float32 like OpenCV
+    first = np.floor(position).astype(np.int64)
+    fraction = (position - first.astype(np.float32)).astype(np.float32)
+    if horizontal:
+        fraction[(first < 0) | (first >= source - 1)] = 0.0
+    second = np.clip(first + 1, 0, source - 1)
+    first = np.clip(first, 0, source - 1)
+    one = np.float32(1 << _COEF_BITS)
+    weight_first = np.rint((np.float32(1) - fraction) * one).astype(np.int32)
+    weight_second = np.rint(fraction * one).astype(np.int32)
+    return first, second, weight_first, weight_second
+
+
+def _resize_linear_uint8(levels: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """``cv2.resize(..., (width, height), INTER_LINEAR)`` of 8-bit levels held in an int32 NCHW tensor."""
+    device = levels.device
+    # horizontal pass: exact sums in units of 2**-11 levels, then the 4 bits the vertical pass drops
+    if width == levels.shape[-1]:
+        rows = levels << (_COEF_BITS - 4)  # the aspect restore keeps the width: weights (2**11, 0)
+    else:
+        x0, x1, a0, a1 = (torch.from_numpy(a).to(device) for a in _linear_taps(levels.shape[-1], width, True))
+        rows = (levels.index_select(-1, x0) * a0 + levels.index_select(-1, x1) * a1) >> 4
+    # vertical pass: ((S0 * b0) >> 16) + ((S1 * b1) >> 16), then (+2) >> 2 (in place: frames can be large)
+    taps_y = _linear_taps(levels.shape[-2], height, False)
+    y0, y1, b0, b1 = (torch.from_numpy(a).to(device)[:, None] for a in taps_y)
+    out = rows.index_select(-2, y0[:, 0]).mul_(b0).bitwise_right_shift_(16)
+    out += rows.index_select(-2, y1[:, 0]).mul_(b1).bitwise_right_shift_(16)
+    return out.add_(2).bitwise_right_shift_(2).clamp_(0, 255)
 
 
 def _frames_to_float255(frames: Any, device: torch.device) -> torch.Tensor:

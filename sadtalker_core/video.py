@@ -1,5 +1,5 @@
 """Video files through imageio-ffmpeg's ffmpeg: a streaming H.264 + AAC writer, and readers for reference
-videos (frames, basic info, a stream summary; there is no ffprobe, so ffmpeg's own report is parsed).
+videos (frames and basic info; there is no ffprobe, so ffmpeg's own report is parsed).
 
 The writer differs from the official one on purpose: frames are piped to the encoder as they are made
 (flat memory), the audio is muxed by the same ffmpeg process at the source file's own rate (not
@@ -391,46 +391,3 @@ def _read_ppm(stream) -> np.ndarray | None:
             return None
         filled += got
     return np.frombuffer(frame, dtype=np.uint8).reshape(height, width, 3)
-
-
-def probe_streams(path: str | os.PathLike) -> dict:
-    """Summary of a media file's first video and audio streams (for tests and the closing note):
-    ``{"format", "duration", "video": {codec, profile, pix_fmt, width, height, fps, frames} | None,
-    "audio": {codec, profile, sample_rate, channels, samples, duration} | None}``."""
-    path = Path(path)
-    _check_video_file(path)
-    report = ffmpeg_io.parse_report(ffmpeg_io.read_report(path))
-    if not report["video"] and not report["audio"]:
-        raise VideoError(f"{path.name} has no readable streams; it is not a media file ffmpeg understands.")
-    counts = ffmpeg_io.count_streams(path)
-    video_streams = [v for v in report["video"] if not v["attached_pic"]]
-    video = None
-    if video_streams:
-        stream = video_streams[0]
-        width, height = _display_size(stream)
-        video = {"codec": stream["codec"], "profile": stream["profile"], "pix_fmt": stream["pix_fmt"],
-                 "width": width, "height": height, "fps": stream["fps"], "frames": counts["frames"]}
-    audio = None
-    if report["audio"]:
-        stream = report["audio"][0]
-        samples, rate = counts["samples"], stream["sample_rate"]
-        audio = {"codec": stream["codec"], "profile": stream["profile"], "sample_rate": rate,
-                 "channels": stream["channels"], "samples": samples,
-                 "duration": samples / rate if samples is not None and rate else None}
-    return {"format": report["format"], "duration": report["duration"], "video": video, "audio": audio}
-
-
-def describe_streams(summary: dict) -> str:
-    """One line for a ``probe_streams`` summary, e.g. ``h264 (High) yuv420p 256x256 25 fps 60 frames; aac
-    (LC) 16000 Hz 1 ch 2.40 s``."""
-    parts = []
-    video, audio = summary.get("video"), summary.get("audio")
-    if video:
-        profile = f" ({video['profile']})" if video["profile"] else ""
-        parts.append(f"{video['codec']}{profile} {video['pix_fmt']} {video['width']}x{video['height']} "
-                     f"{video['fps']:g} fps {video['frames']} frames")
-    if audio:
-        profile = f" ({audio['profile']})" if audio["profile"] else ""
-        duration = f" {audio['duration']:.2f} s" if audio["duration"] is not None else ""
-        parts.append(f"{audio['codec']}{profile} {audio['sample_rate']} Hz {audio['channels']} ch{duration}")
-    return "; ".join(parts) or "no streams"

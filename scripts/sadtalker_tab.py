@@ -5,7 +5,7 @@ txt2img / img2img send-to buttons (``on_after_component`` + the host's paste-fie
 routes (``on_app_started``). Generation goes through the host's GPU queue wrapper, so the host's progress
 bar, "Time taken" and Interrupt work; API jobs take the same ``queue_lock``.
 
-Portable rules followed (docs: a1111-host-api.md section 9): no ``name=`` on callbacks, ``state.begin``
+Rules that keep the tab working on every supported host version: no ``name=`` on callbacks, ``state.begin``
 never called with keywords, ``run_pip`` only positionally (install.py), paths from ``__file__``,
 ``modules.paths`` and ``opts``, feature detection instead of version checks.
 """

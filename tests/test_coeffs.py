@@ -185,11 +185,6 @@ def test_tile_frames_whole_copies_then_prefix():
         coeffs.tile_frames(np.zeros((0, 70)), 3)
 
 
-def test_idle_windows_are_zero_mels():
-    windows = coeffs.idle_windows(12)
-    assert windows.shape == (1, 12, 1, 80, 16) and not windows.any()
-
-
 # -- generate_coeffs -------------------------------------------------------------------------------------------
 
 def _generate(expnet, posevae, num_frames=34, seed=0, **options):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import golden
+import media_probe
 from host_double.fixtures import make_host  # noqa: F401  (fixture)
 from sadtalker_core import dub, paste, video
 from sadtalker_core.errors import InputError, NoFaceError, OptionError, VideoError
@@ -90,7 +91,7 @@ def region(points: np.ndarray, pad: int = 2) -> tuple[slice, slice]:
 
 
 def check_file(result, frames: int, size: tuple[int, int]) -> None:
-    summary = video.probe_streams(result.video_path)
+    summary = media_probe.probe_streams(result.video_path)
     assert summary["video"]["frames"] == frames == result.info["num_frames"]
     assert summary["video"]["fps"] == FPS == result.info["fps"]
     assert (summary["video"]["width"], summary["video"]["height"]) == size

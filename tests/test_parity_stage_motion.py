@@ -55,16 +55,6 @@ def _networks(meta: dict) -> dict[str, torch.nn.Module]:
     return nets
 
 
-def _recorded_seed(text: str, call: str):
-    match = re.search(re.escape(call) + r"\((\d+)\)", text)
-    return None if match is None else int(match.group(1))
-
-
-def _calls(meta: dict) -> str:
-    calls = meta.get("official_calls") or meta.get("official_call") or ""
-    return " ".join(calls) if isinstance(calls, list) else calls
-
-
 def _t(array) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
@@ -100,35 +90,58 @@ def test_stage3_coefficients(sidecar):
     tolerances.close(sidecar, "coeff_3dmm", before, g["coeff_3dmm"])
 
 
+#: the official ``Audio2Coeff.generate`` signature
+GENERATE_PARAMETERS = ("batch", "coeff_save_dir", "pose_style", "ref_pose_coeff_path")
+
+
+def _stage1_of(meta: dict, g: dict) -> dict:
+    """The stage-1 sidecar whose ``get_data`` batch this stage-3 sidecar ran on (same windows, ref and ratio)."""
+    for path in golden.sidecars("stages", "s1_*.json"):
+        s1_meta, s1 = golden.load_sidecar(path)
+        if all(k in s1 and np.array_equal(s1[k], g[k]) for k in ("indiv_mels", "ref", "ratio_gt")):
+            return s1_meta
+    pytest.fail(f"{meta['_name']}: no stages/s1_*.json recorded the get_data batch (indiv_mels, ref, ratio_gt) "
+                "it ran on, so the blink draws cannot be derived")
+
+
+def _reference_pose(meta: dict, g: dict):
+    """The reference-pose coefficients the recorded ``generate`` call applied, or None."""
+    arguments = golden.call_arguments(meta, "generate", GENERATE_PARAMETERS) or {}
+    if arguments.get("ref_pose_coeff_path", "None") == "None":
+        assert np.array_equal(g["coeffs_before_refpose"], g["coeff_3dmm"]), (
+            f"{meta['_name']}: no reference pose recorded, yet coeff_3dmm differs from coeffs_before_refpose")
+        return None
+    references = [k for k in g if k.startswith(("ref_pose", "refpose"))]
+    if not references:
+        golden.unsupported(meta, "generate(ref_pose_coeff_path)", arguments["ref_pose_coeff_path"],
+                           "its coefficients are not recorded (expected an array named ref_pose*)")
+    return g[references[0]]
+
+
 @pytest.mark.parity
 @pytest.mark.parametrize("sidecar", S3, ids=[p.stem for p in S3])
 def test_stage3_random_draws_and_composition(sidecar):
-    """The latents (torch seed of the recorded call), the blink curve (python seed of the stage-1 call that
-    made this ratio) and ``generate_coeffs`` end to end from the source row and those two seeds."""
+    """The latents (torch seed of the recorded call), the blink curve (the stage-1 ``get_data`` call that made
+    this batch: its python seed, zeroed for a reference blink video or ``use_blink=False``) and
+    ``generate_coeffs`` end to end from the source row, the recorded references and those two seeds."""
     meta, g = golden.load_sidecar(sidecar)
-    torch_seed = _recorded_seed(_calls(meta), "torch.manual_seed")
+    torch_seed = golden.recorded_seed(meta, "torch.manual_seed")
     if torch_seed is None:
-        pytest.skip(f"{sidecar.name} records no torch seed")
+        golden.unsupported(meta, "torch.manual_seed", None, "the PoseVAE latents need the recorded torch seed")
     num_frames = g["indiv_mels"].shape[1]
     latents = coeffs.pose_latents(num_frames, torch.Generator().manual_seed(torch_seed))
     tolerances.exact(sidecar, "z", latents, g["z"])
 
-    blink_seed = None
-    for s1 in golden.sidecars("stages", "s1_*.json"):
-        s1_meta, s1_arrays = golden.load_sidecar(s1)
-        if np.array_equal(s1_arrays.get("ratio_gt"), g["ratio_gt"]):
-            blink_seed = _recorded_seed(_calls(s1_meta), "random.seed")
-            break
-    if blink_seed is None:
-        pytest.skip(f"no stage-1 sidecar records the python seed of {sidecar.name}'s ratio_gt")
-    tolerances.exact(sidecar, "ratio_gt", coeffs.blink_ratio(num_frames, random.Random(blink_seed)), g["ratio_gt"][0])
-    if not np.array_equal(g["coeffs_before_refpose"], g["coeff_3dmm"]):
-        pytest.skip(f"{sidecar.name} used a reference pose")
+    blink = golden.blink_plan(_stage1_of(meta, g))
+    tolerances.exact(sidecar, "ratio_gt", blink.ratio(num_frames), g["ratio_gt"][0])
+    ref_pose = _reference_pose(meta, g)
 
     nets = _networks(meta)
     generated = coeffs.generate_coeffs(
         nets["audio2exp"], nets["audio2pose"], _t(g["indiv_mels"]), g["ref"][:, 0], pose_style=meta["pose_style"],
-        rng=random.Random(blink_seed), generator=torch.Generator().manual_seed(torch_seed))
+        blink=blink.use_blink, rng=random.Random(blink.seed), generator=torch.Generator().manual_seed(torch_seed),
+        # the recorded ref already holds the reference video's expression rows tiled to T frames
+        ref_eyeblink=g["ref"][0] if blink.ref_eyeblink else None, ref_pose=ref_pose)
     tolerances.close(sidecar, "coeff_3dmm", generated, g["coeff_3dmm"])
 
 
@@ -137,9 +150,12 @@ def _stage4_inputs(meta: dict) -> tuple[np.ndarray, np.ndarray]:
     stage3 = (golden.load_sidecar(p)[1] for p in golden.sidecars("stages", "s3_*.json"))
     generated = [a["coeff_3dmm"] for a in stage3 if len(a.get("coeff_3dmm", ())) == meta["frame_num"]]
     stage2 = (golden.load_sidecar(p) for p in golden.sidecars("stages", "s2_*.json"))
-    sources = [a["coeff_3dmm"] for m, a in stage2 if m.get("preprocess") == meta["preprocess"]]
+    # the official source crop is made at the render size (pic_size=size), so its coefficients depend on it
+    sources = [a["coeff_3dmm"] for m, a in stage2
+               if m.get("preprocess") == meta["preprocess"] and int(m.get("pic_size", meta["size"])) == meta["size"]]
     assert len(generated) == 1, f"expected one stage-3 sidecar with {meta['frame_num']} frames, found {len(generated)}"
-    assert len(sources) == 1, f"expected one stage-2 sidecar in mode {meta['preprocess']}, found {len(sources)}"
+    assert len(sources) == 1, (f"expected one stage-2 sidecar in mode {meta['preprocess']} at pic_size {meta['size']}, "
+                               f"found {len(sources)}")
     return generated[0], sources[0]
 
 
@@ -153,7 +169,10 @@ def test_stage4_batches(sidecar):
     meta, g = golden.load_sidecar(sidecar)
     generated, source = _stage4_inputs(meta)
     num_frames = meta["frame_num"]
-    tolerances.exact(sidecar, "source_semantics", animate.source_semantics(source, meta["preprocess"]),
+    # get_facerender_data repeats the source row once per batch row; a record may keep one or all copies
+    copies = g["source_semantics"].shape[0]
+    tolerances.exact(sidecar, "source_semantics",
+                     np.repeat(animate.source_semantics(source, meta["preprocess"]), copies, axis=0),
                      g["source_semantics"])
 
     cases = [dict(tag=None, bs=int(m.group(1)), expression_scale=meta["expression_scale"], still=meta["still"],
@@ -179,17 +198,24 @@ def test_stage4_batches(sidecar):
 @pytest.mark.slow
 @pytest.mark.parametrize("sidecar", S4, ids=[p.stem for p in S4])
 def test_stage4_render(sidecar):
+    """The recorded ``make_animation`` call: its batch layout (B copies of the source, so one canonical and
+    source keypoint row per batch row), the frames it rendered (first steps of every batch row) and the
+    free-view keyframes, all from the sidecar."""
     meta, g = golden.load_sidecar(sidecar)
+    plan = golden.render_plan(meta)
+    for name, shape in plan.expected_shapes().items():
+        assert name in g, f"{sidecar.name}: the render's {name} is not recorded"
+        assert g[name].shape == shape, (f"{sidecar.name}: {name} has shape {g[name].shape}; the recorded render "
+                                        f"(B={plan.batch_size}, {plan.steps} steps, size {plan.size}) gives {shape}")
     generated, source = _stage4_inputs(meta)
     nets = _networks(meta)
-    source_image = _t(g["source_image"])
-    assert source_image.shape[-1] == meta["size"]
-    indices = list(meta["rendered_frame_indices"])
+    assert all(np.array_equal(row, g["source_image"][0]) for row in g["source_image"]), "source copies differ"
+    source_image = _t(g["source_image"][:1])
+    assert source_image.shape[-1] == plan.size
     num_frames = meta["frame_num"]
     targets = animate.render_targets(generated, source, meta["preprocess"], meta["still"], meta["expression_scale"])
-    windows = animate.semantic_windows(targets)[indices]
-    cameras = [None if seq is None else seq[indices]
-               for seq in (_camera(meta, f"input_{axis}", num_frames) for axis in ("yaw", "pitch", "roll"))]
+    windows = plan.per_frame(animate.semantic_windows(targets))
+    cameras = plan.camera_per_frame(num_frames)
     source_semantics = animate.source_semantics(source, meta["preprocess"])
 
     with torch.inference_mode():
@@ -198,14 +224,15 @@ def test_stage4_render(sidecar):
         kp_driving = animate.driving_keypoints(
             nets["mapping"], kp_canonical, _t(windows),
             *(None if seq is None else _t(seq) for seq in cameras))
-    tolerances.close(sidecar, "kp_canonical", kp_canonical, g["kp_canonical"])
-    tolerances.close(sidecar, "kp_source", kp_source, g["kp_source"])
+    rows = plan.batch_size
+    tolerances.close(sidecar, "kp_canonical", kp_canonical.expand(rows, -1, -1), g["kp_canonical"])
+    tolerances.close(sidecar, "kp_source", kp_source.expand(rows, -1, -1), g["kp_source"])
     tolerances.close(sidecar, "kp_driving_per_step", kp_driving.reshape(g["kp_driving_per_step"].shape),
                      g["kp_driving_per_step"])
 
     batches = list(animate.render_frames(
         nets["kp_extractor"], nets["mapping"], nets["generator"], source_image, source_semantics, windows,
-        yaw=cameras[0], pitch=cameras[1], roll=cameras[2], batch_size=len(indices)))
+        yaw=cameras[0], pitch=cameras[1], roll=cameras[2], batch_size=len(windows)))
     assert [start for start, _ in batches] == [0]
     frames = batches[0][1]
     tolerances.prediction(sidecar, "rendered_frames", frames, g["rendered_frames"])

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from sadtalker_core import animate
 from sadtalker_core.errors import InputError, OptionError
 from sadtalker_core.face.crop import CropInfo
 from sadtalker_core.paste import Paster, paste_box, restore_aspect, restore_aspect_torch
@@ -35,14 +36,48 @@ def test_paste_box_full_and_extfull():
         paste_box(CropInfo((256, 256)), "full")
 
 
-def test_restore_aspect_cv2_and_torch_agree():
-    rng = np.random.default_rng(0)
-    frames = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
-    official = restore_aspect(frames, CROP_INFO, 64)
-    assert official.shape == (2, int(64 * 120 / 100), 64, 3)
-    ours = restore_aspect_torch(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255, CROP_INFO, 64)
-    ours = torch.floor(ours * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    assert np.abs(ours.astype(int) - official).max() <= 1
+#: (render size S, crop_info height for width S): 34 aspect restores around 256 and 512, taller and shorter
+ASPECT_SIZES = [(s, s + d) for s in (256, 512) for d in (-s // 2, -97, -40, -13, -7, -3, -2, -1, 1, 2, 3, 9, 31,
+                                                         64, 111, s // 2, s)]
+
+
+@pytest.mark.parametrize("size, height", ASPECT_SIZES)
+def test_restore_aspect_torch_equals_cv2(size, height):
+    """The batched torch path reproduces cv2's fixed-point INTER_LINEAR: bit-identical levels."""
+    rng = np.random.default_rng(size * 10_000 + height)
+    frames = torch.from_numpy(rng.random((2, 3, size, size), dtype=np.float32))
+    frames[1, :, : size // 4] = torch.round(frames[1, :, : size // 4])  # hard 0 / 1 edges as well as noise
+    crop_info = ((size, height), None, None)
+    official = restore_aspect(animate.to_uint8(frames).numpy(), crop_info, size)
+    assert official.shape == (2, height, size, 3)
+    ours = animate.to_uint8(restore_aspect_torch(frames, crop_info, size)).numpy()
+    assert ours.shape == official.shape
+    differ = int((ours != official).sum())
+    assert differ == 0, f"{differ} of {ours.size} values differ, by up to {np.abs(ours - official.astype(int)).max()}"
+
+
+def test_restore_aspect_torch_equals_cv2_when_the_width_changes_too():
+    """Frames of another width than S (an upscaler's output) go through the horizontal fixed-point pass."""
+    rng = np.random.default_rng(1)
+    for width in (97, 300, 640):
+        frames = torch.from_numpy(rng.random((1, 3, 256, width), dtype=np.float32))
+        official = restore_aspect(animate.to_uint8(frames).numpy(), CROP_INFO, 256)
+        ours = animate.to_uint8(restore_aspect_torch(frames, CROP_INFO, 256)).numpy()
+        assert np.array_equal(ours, official), width
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_restore_aspect_torch_on_cuda_equals_cv2():
+    frames = torch.rand(4, 3, 512, 512, generator=torch.Generator().manual_seed(0))
+    crop_info = ((512, 600), None, None)
+    official = restore_aspect(animate.to_uint8(frames).numpy(), crop_info, 512)
+    ours = restore_aspect_torch(frames.cuda(), crop_info, 512)
+    assert ours.is_cuda and np.array_equal(animate.to_uint8(ours).cpu().numpy(), official)
+
+
+def test_restore_aspect_torch_keeps_frames_of_the_target_size():
+    frames = torch.rand(1, 3, 64, 64)
+    assert restore_aspect_torch(frames, ((100, 100), None, None), 64) is frames
 
 
 @pytest.mark.parametrize("mode", ["full", "extfull"])

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 import golden
+import media_probe
 from sadtalker_core import Cancelled, GenerationResult, SadTalker, image_io, paste, stages, video
 from sadtalker_core.options import validate_options
 from sadtalker_core.progress import STAGES, Stage
@@ -37,7 +38,7 @@ def even(n: int) -> int:
 
 def check_streams(result: GenerationResult, frames: int, fps: int) -> dict:
     """The mp4 has ``frames`` H.264 frames of the reported size at ``fps`` and an AAC track as long."""
-    summary = video.probe_streams(result.video_path)
+    summary = media_probe.probe_streams(result.video_path)
     width, height = result.info["output_size"]
     assert summary["video"]["codec"] == "h264"
     assert summary["video"]["frames"] == frames == result.info["num_frames"]

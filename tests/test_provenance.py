@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import golden
+import media_probe
 from sadtalker_core import __version__, ffmpeg_io, provenance, video
 from sadtalker_core.errors import InputError
 
@@ -275,7 +276,7 @@ def test_signed_video_has_a_valid_manifest_naming_model_agent_and_inputs(signed_
     assert manifest["signature_info"]["common_name"] == "Test Signer"
     # signing kept the encode's tags, and the file still plays as before
     assert read_tags(result.video_path)["title"] == "AI-generated video"
-    assert video.probe_streams(result.video_path)["video"]["frames"] == 2
+    assert media_probe.probe_streams(result.video_path)["video"]["frames"] == 2
     assert "signed content credentials" in result.info["provenance"]
     assert json.dumps(result.info)  # the info (sidecar) stays JSON
 

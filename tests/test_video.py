@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import media_probe
 from golden import MEDIA
 from sadtalker_core import audio, video
 from sadtalker_core.errors import Cancelled, FFmpegError, VideoError
@@ -37,7 +38,7 @@ def test_writes_h264_aac_with_the_audio_duration(tmp_path):
         for frame in frames[4:]:
             writer.write(frame)
     assert listing(tmp_path) == ["clip.mp4"]
-    summary = video.probe_streams(out)
+    summary = media_probe.probe_streams(out)
     v, a = summary["video"], summary["audio"]
     assert (v["codec"], v["pix_fmt"], v["width"], v["height"], v["fps"], v["frames"]) == \
         ("h264", "yuv420p", 256, 256, 25.0, 10)
@@ -45,7 +46,7 @@ def test_writes_h264_aac_with_the_audio_duration(tmp_path):
     assert a["sample_rate"] == 16000  # the source's own rate, not a fixed one
     assert abs(a["duration"] - 0.4) < 1 / 25
     assert abs(summary["duration"] - 0.4) < 1 / 25
-    assert "h264" in video.describe_streams(summary) and "aac" in video.describe_streams(summary)
+    assert "h264" in media_probe.describe_streams(summary) and "aac" in media_probe.describe_streams(summary)
 
     back = np.stack(list(video.read_video_frames(out)))
     assert back.shape == frames.shape
@@ -59,7 +60,7 @@ def test_odd_size_is_padded_not_stretched(tmp_path):
     out = tmp_path / "odd.mp4"
     with video.VideoWriter(out, (255, 257), fps=25, audio=wav, audio_sample_rate=16000) as writer:
         writer.write(frames)
-    summary = video.probe_streams(out)
+    summary = media_probe.probe_streams(out)
     assert (summary["video"]["width"], summary["video"]["height"], summary["video"]["frames"]) == (256, 258, 6)
     assert abs(summary["audio"]["duration"] - 6 / 25) < 1 / 25
     back = np.stack(list(video.read_video_frames(out))).astype(np.int16)
@@ -81,7 +82,7 @@ def test_without_duration_the_sound_ends_with_the_video(tmp_path):
     out = tmp_path / "short.mp4"
     with video.VideoWriter(out, audio=CLIP) as writer:  # the clip is 8 s, the video 0.4 s
         writer.write(smooth_frames(10, 32, 32))
-    summary = video.probe_streams(out)
+    summary = media_probe.probe_streams(out)
     assert abs(summary["audio"]["duration"] - 0.4) < 1 / 25
     assert summary["video"]["frames"] == 10
 
@@ -180,7 +181,7 @@ def test_stopping_early_releases_ffmpeg():
 
 
 def test_probe_reference_video():
-    summary = video.probe_streams(REFERENCE_VIDEO)
+    summary = media_probe.probe_streams(REFERENCE_VIDEO)
     assert summary["video"]["codec"] == "mpeg4" and summary["video"]["frames"] == 200
     assert summary["audio"]["codec"] == "aac" and summary["audio"]["sample_rate"] == 16000
     assert summary["audio"]["duration"] == pytest.approx(8.0, abs=0.05)
