@@ -47,7 +47,7 @@ def test_restore_aspect_torch_equals_cv2(size, height):
     rng = np.random.default_rng(size * 10_000 + height)
     frames = torch.from_numpy(rng.random((2, 3, size, size), dtype=np.float32))
     frames[1, :, : size // 4] = torch.round(frames[1, :, : size // 4])  # hard 0 / 1 edges as well as noise
-    crop_info = ((size, height), None, None)
+    crop_info = CropInfo((size, height))
     official = restore_aspect(animate.to_uint8(frames).numpy(), crop_info, size)
     assert official.shape == (2, height, size, 3)
     ours = animate.to_uint8(restore_aspect_torch(frames, crop_info, size)).numpy()
@@ -69,7 +69,7 @@ def test_restore_aspect_torch_equals_cv2_when_the_width_changes_too():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_restore_aspect_torch_on_cuda_equals_cv2():
     frames = torch.rand(4, 3, 512, 512, generator=torch.Generator().manual_seed(0))
-    crop_info = ((512, 600), None, None)
+    crop_info = CropInfo((512, 600))
     official = restore_aspect(animate.to_uint8(frames).numpy(), crop_info, 512)
     ours = restore_aspect_torch(frames.cuda(), crop_info, 512)
     assert ours.is_cuda and np.array_equal(animate.to_uint8(ours).cpu().numpy(), official)
@@ -77,7 +77,7 @@ def test_restore_aspect_torch_on_cuda_equals_cv2():
 
 def test_restore_aspect_torch_keeps_frames_of_the_target_size():
     frames = torch.rand(1, 3, 64, 64)
-    assert restore_aspect_torch(frames, ((100, 100), None, None), 64) is frames
+    assert restore_aspect_torch(frames, CropInfo((100, 100)), 64) is frames
 
 
 @pytest.mark.parametrize("mode", ["full", "extfull"])
