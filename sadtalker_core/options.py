@@ -203,8 +203,10 @@ class GenerationConfig:
         given.update(overrides)
         unknown = sorted(set(given) - set(OPTIONS_BY_NAME))
         if unknown:
+            # named by the first unknown one, so a front end can point at the field it came from
+            problem = f"not an option. Known options: {', '.join(OPTIONS_BY_NAME)}."
             raise OptionError(f"unknown option(s): {', '.join(unknown)}. Known options: "
-                              f"{', '.join(OPTIONS_BY_NAME)}.")
+                              f"{', '.join(OPTIONS_BY_NAME)}.", option=unknown[0], problem=problem)
         config = cls(**{name: _convert(OPTIONS_BY_NAME[name], value) for name, value in given.items()})
         config._check_together()
         return config
