@@ -264,3 +264,29 @@ def test_server_reports_stage_eta_and_preview_during_a_job(tmp_path):
         assert frame.shape == (8, 8, 3) and (frame == i).all()
     assert seen[3][1]["job"]["eta_seconds"] < seen[1][1]["job"]["eta_seconds"]
     assert after["busy"] is False and after["job"] == {"active": False}
+
+
+def test_the_app_validates_once_names_a_bad_option_by_its_label_and_shows_a_random_seed(tmp_path, monkeypatch):
+    from sadtalker_core.app import build_app
+    from sadtalker_core.options import GenerationConfig
+    from test_api import _counting_validations
+
+    talkers = []
+    parts = build_app(stub_checkpoints(tmp_path / "ckpt"), tmp_path / "out", talker_factory=_stub_factory(talkers))
+    video, crop, folder, info = _call(parts, face_box="50 50 10 10")
+    assert video is None and "Face box: got [50.0, 50.0, 10.0, 10.0], expected x0 &lt; x1 and y0 &lt; y1." in info
+    assert "option &#x27;face_box&#x27;" not in info and not talkers
+
+    validations = _counting_validations(monkeypatch)
+    video, crop, folder, info = _call(parts, seed=-1, face_box="10 10 50 50")
+    assert len(validations) == 1 and isinstance(talkers[0].calls[0]["config"], GenerationConfig)
+    seed = json.loads(Path(video).with_suffix(".json").read_text())["options"]["seed"]
+    assert isinstance(seed, int) and f"<td>seed</td><td>{seed}</td>" in info
+
+
+def test_a_reference_option_error_names_the_reference_box(tmp_path):
+    from sadtalker_core.errors import OptionError
+    from sadtalker_core.ui import REF_USE_LABEL, shown_in_ui
+
+    error = OptionError("option 'ref_info': got 'x'", option="ref_info", problem="got 'x', expected pose.")
+    assert shown_in_ui(error) == f"{REF_USE_LABEL}: got 'x', expected pose."
