@@ -290,3 +290,27 @@ def test_a_reference_option_error_names_the_reference_box(tmp_path):
 
     error = OptionError("option 'ref_info': got 'x'", option="ref_info", problem="got 'x', expected pose.")
     assert shown_in_ui(error) == f"{REF_USE_LABEL}: got 'x', expected pose."
+
+
+def test_a_job_looks_up_checkpoints_only_while_its_networks_are_not_loaded(tmp_path, monkeypatch):
+    """The runner's lookup picks the folder; once the talker ran with these settings (and located the files
+    itself when it loaded them) no further job looks them up again."""
+    from sadtalker_core import checkpoints
+    from sadtalker_core.jobs import JobRunner, RunnerConfig
+
+    lookups = []
+    locate = checkpoints.locate_checkpoints
+    monkeypatch.setattr(checkpoints, "locate_checkpoints", lambda *a, **k: lookups.append(a) or locate(*a, **k))
+    talkers = []
+    config = RunnerConfig(checkpoint_dirs=[tmp_path / "none", stub_checkpoints(tmp_path / "ckpt")],
+                          output_dir=tmp_path / "out")
+    runner = JobRunner(lambda: config, talker_factory=_stub_factory(talkers))
+    runner.run("face.png", "a.wav", {"seed": 1})
+    assert len(lookups) == 2  # the empty folder, then the one holding the files
+    runner.run("face.png", "a.wav", {"seed": 2})
+    assert len(lookups) == 2 and talkers[0].checkpoint_dir == tmp_path / "ckpt"
+    from sadtalker_core.errors import CheckpointNotFoundError
+
+    with pytest.raises(CheckpointNotFoundError):  # other networks, whose files are not there: looked up again
+        runner.run("face.png", "a.wav", {"seed": 3, "size": 512})
+    assert len(lookups) == 4
