@@ -161,9 +161,9 @@ class JobRunner:
         self._after_unload = after_unload
         self._report = report  # one line per job start and end (the WebUI's console)
         self._talkers: dict[tuple, Any] = {}
-        # (folder, size, preprocess) whose networks the cached talker loaded: a job with these settings needs
-        # no lookup of the files (the pipeline located them when it loaded them)
-        self._loaded: set[tuple[Path, int, str]] = set()
+        # (talker key, size, preprocess) whose networks the cached talker loaded: a job with these settings
+        # needs no lookup of the files (the pipeline located them when it loaded them)
+        self._loaded: set[tuple[tuple, int, str]] = set()
         self._guard = threading.Lock()  # protects the talker cache only; jobs are serialized by the caller
         self.timings = StageTimings()  # learned from each finished job: the progress bar's stage weights
 
@@ -222,8 +222,12 @@ class JobRunner:
         weights_dir = next((p for p in folders if p.is_dir()), None)
         return detector_status(weights_dir)
 
+    @staticmethod
+    def _talker_key(config: RunnerConfig, checkpoint_dir: Path) -> tuple:
+        return str(checkpoint_dir), str(config.device), str(config.dtype)
+
     def _talker(self, config: RunnerConfig, checkpoint_dir: Path):
-        key = (str(checkpoint_dir), str(config.device), str(config.dtype))
+        key = self._talker_key(config, checkpoint_dir)
         with self._guard:
             talker = self._talkers.get(key)
             if talker is None:
@@ -285,7 +289,7 @@ class JobRunner:
         gigabytes behind the user's back; the error says which files, where, how to get them)."""
         candidates = [Path(p).expanduser() for p in config.checkpoint_dirs]
         for folder in candidates:
-            if (folder, generation.size, str(generation.preprocess)) in self._loaded:
+            if (self._talker_key(config, folder), generation.size, str(generation.preprocess)) in self._loaded:
                 return folder
         return find_checkpoint_dir(candidates, size=generation.size, preprocess=str(generation.preprocess))
 
@@ -312,7 +316,8 @@ class JobRunner:
             result = talker.generate(source_image, driven_audio, result_dir=result_dir, output_path=output_path,
                                      progress=progress, cancel=cancel, **dub, **extra, config=generation)
             with self._guard:
-                self._loaded.add((checkpoint_dir, generation.size, str(generation.preprocess)))
+                self._loaded.add((self._talker_key(config, checkpoint_dir), generation.size,
+                                  str(generation.preprocess)))
         finally:
             if not config.keep_loaded:
                 self.unload()
