@@ -27,9 +27,10 @@ from .options import OPTIONS, OPTIONS_BY_NAME, REF_INFO, GenerationConfig, Optio
 REFERENCE_OPTIONS = ("ref_video", "ref_info", "ref_pose", "ref_eyeblink")
 MAIN_OPTIONS = ("preprocess", "size", "still", "pose_style", "expression_scale", "head_motion_scale", "blink",
                 "enhancer", "batch_size")
-#: slider ranges narrower than the option's valid range, where the full range is never useful in a UI
+#: slider ranges narrower than the option's valid range, where the full range is never useful in a UI (every
+#: other slider spans the table's minimum..maximum)
 SLIDER_RANGES = {"expression_scale": (0.0, 3.0, 0.05), "head_motion_scale": (0.0, 3.0, 0.05),
-                 "batch_size": (1, 32, 1), "pose_style": (0, 45, 1), "fps": (1, 60, 1), "crf": (0, 51, 1)}
+                 "batch_size": (1, 32, 1)}
 NONE_CHOICE = "none"
 #: the reference-video box: its two components stand for ref_video and ref_info
 REF_VIDEO_LABEL = "Reference video"

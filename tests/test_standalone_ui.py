@@ -314,3 +314,29 @@ def test_a_job_looks_up_checkpoints_only_while_its_networks_are_not_loaded(tmp_p
     with pytest.raises(CheckpointNotFoundError):  # other networks, whose files are not there: looked up again
         runner.run("face.png", "a.wav", {"seed": 3, "size": 512})
     assert len(lookups) == 4
+
+
+def test_every_control_takes_its_default_choices_and_range_from_the_option_table(tmp_path):
+    from sadtalker_core.app import build_app
+    from sadtalker_core.options import OPTIONS
+    from sadtalker_core.ui import NONE_CHOICE, SLIDER_RANGES
+
+    parts = build_app(stub_checkpoints(tmp_path / "ckpt"), tmp_path / "out", talker_factory=_stub_factory([]))
+    by_id = {getattr(b, "elem_id", None): b for b in parts.blocks.blocks.values()}
+    kinds = {}
+    for option in OPTIONS:
+        control = by_id.get(f"sadtalker_{option.name}")
+        if control is None:  # the reference-video box stands for the reference options
+            continue
+        kinds[option.name] = type(control).__name__
+        if option.choices is not None:
+            choices = [c[0] if isinstance(c, (tuple, list)) else c for c in control.choices]
+            assert choices == [str(c) for c in option.choices] + ([NONE_CHOICE] if option.optional else [])
+            assert control.value == (NONE_CHOICE if option.default is None else str(option.default))
+        elif type(control).__name__ == "Slider":
+            lo, hi, _ = SLIDER_RANGES.get(option.name, (option.minimum, option.maximum, None))
+            assert (control.minimum, control.maximum, control.value) == (lo, hi, option.default), option.name
+            assert option.minimum <= lo and hi <= option.maximum, option.name
+        elif option.kind == "bool":
+            assert control.value is option.default, option.name
+    assert kinds["pose_style"] == kinds["crf"] == "Slider" and kinds["still"] == "Checkbox"
