@@ -143,7 +143,7 @@ class SadTalkerAnimate:
             if options[name] is not None:
                 options[name] = _input_path(options[name])
         config = _config(options, size=sadtalker.size)
-        if audio is None and config.idle_seconds is None:
+        if audio is None and config.idle_seconds is None:  # the node outputs the AUDIO it was given
             raise ValueError("SadTalker Animate needs speech: connect an AUDIO input (e.g. Load Audio), or set "
                              "idle_seconds for a video without speech.")
         portraits = _uint8_images(image)

@@ -32,7 +32,7 @@ from . import __version__
 from .errors import (AudioError, Cancelled, CheckpointError, CheckpointNotFoundError, ImageError,
                      InputError, NoFaceError, OptionError, SadTalkerError, VideoError)
 from .jobs import JobControl, JobRunner
-from .options import OPTIONS_BY_NAME, GenerationConfig, RefInfo, describe_options
+from .options import OPTIONS_BY_NAME, GenerationConfig, describe_options
 
 PREFIX = "/sadtalker/v1"
 MEDIA_FIELDS = ("image", "audio", "ref_video", "ref_pose", "ref_eyeblink", "video")
@@ -182,7 +182,7 @@ def parse_generate_request(payload: Any, workdir: Path, limits: Limits = Limits(
     except OptionError as error:
         raise RequestError(422, _field_of(error), _shown(error)) from None
     audio = media_paths.get("audio")
-    if audio is None and config.idle_seconds is None and config.ref_info != RefInfo.ALL:
+    if audio is None and config.needs_audio:
         raise RequestError(422, "audio", "field 'audio' is required (base64 or data: URL of speech), unless "
                                          "'idle_seconds' is set or ref_info is 'all'.")
     return image, audio, config, media_paths.get("video")

@@ -19,7 +19,7 @@ from typing import Sequence
 
 from .checkpoints import default_checkpoint_dir
 from .errors import Cancelled, OptionError, SadTalkerError, one_line
-from .options import OPTIONS, GenerationConfig, Option, RefInfo
+from .options import OPTIONS, GenerationConfig, Option
 from .progress import TerminalBar
 
 # Flags of the official face3d renderer (``--face3dvis`` and its BFM settings). They only matter for a debug
@@ -145,9 +145,7 @@ def missing_input(args: argparse.Namespace, config: GenerationConfig) -> str | N
     back to a file the user did not name."""
     if args.source_image is None and args.source_video is None:
         return "--source_image is required: the portrait to animate (or --source_video, a video to dub)."
-    speech_supplied = config.idle_seconds is not None or (config.ref_video is not None
-                                                           and config.ref_info == RefInfo.ALL)
-    if args.driven_audio is None and not speech_supplied:
+    if args.driven_audio is None and config.needs_audio:
         return ("--driven_audio is required: the speech to animate with (or --idle_seconds N for a video "
                 "without speech, or --ref_video FILE --ref_info all to use the reference video's audio).")
     return None

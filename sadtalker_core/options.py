@@ -215,6 +215,12 @@ class GenerationConfig:
         """A copy with ``changes`` applied, each checked as ``from_options`` checks it."""
         return GenerationConfig.from_options({**self.to_dict(), **changes})
 
+    @property
+    def needs_audio(self) -> bool:
+        """Whether a job needs driving audio: idle mode makes a video without speech, and re-enacting a
+        reference video (ref_info all) takes that video's audio."""
+        return self.idle_seconds is None and self.ref_info != RefInfo.ALL
+
     def to_dict(self) -> dict[str, Any]:
         """Every option by name as plain JSON values (enum members are text, tuples lists)."""
         return {o.name: _plain(getattr(self, o.name)) for o in OPTIONS}
