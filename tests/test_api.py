@@ -257,3 +257,21 @@ def test_an_option_error_names_the_json_field(stub_api):
     assert response.json()["field"] == "face_box"
     assert response.json()["detail"] == "face_box: got [50.0, 50.0, 10.0, 10.0], expected x0 < x1 and y0 < y1."
     assert not talkers or not talkers[0].calls
+
+
+def test_an_option_error_found_by_the_pipeline_names_the_json_field(stub_api, monkeypatch):
+    """Some values can only be judged against the inputs (a face box outside the picture): the pipeline's error
+    is relabelled like the edge's."""
+    from host_double.fixtures import StubTalker
+    from sadtalker_core.errors import OptionError
+
+    def box_outside(self, *args, **kwargs):
+        problem = "(1.0, 2.0, 900.0, 900.0) lies outside the 32x32 image. Give the box in this image's pixels."
+        raise OptionError(f"face_box {problem}", option="face_box", problem=problem)
+
+    monkeypatch.setattr(StubTalker, "generate", box_outside)
+    client, _ = stub_api
+    response = client.post("/sadtalker/v1/generate", json={"image": _png_b64(), "audio": _wav_b64(),
+                                                            "face_box": [1, 2, 900, 900]})
+    assert response.status_code == 422 and response.json()["field"] == "face_box"
+    assert response.json()["detail"].startswith("face_box: (1.0, 2.0, 900.0, 900.0) lies outside the 32x32 image")

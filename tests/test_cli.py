@@ -276,3 +276,9 @@ def test_which_inputs_a_command_needs(argv, missing):
     args = build_parser().parse_args(argv)
     problem = missing_input(args, GenerationConfig.from_options(options_from_args(args)))
     assert (problem is None) if missing is None else problem.startswith(f"{missing} is required")
+
+
+def test_an_option_error_found_by_the_pipeline_names_the_flag(job_args):
+    """A face box is judged against the picture only when the face is located; that error names the flag too."""
+    line = error_line(run_cli(*flags(job_args), "--face-box", "8000", "8000", "9000", "9000"))
+    assert line.startswith("error: --face_box: [8000.0, 8000.0, 9000.0, 9000.0] lies outside the 256x256 image"), line
