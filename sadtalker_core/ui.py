@@ -291,6 +291,10 @@ def build_ui(runner: JobRunner, control: JobControl, *, lock: ContextManager | N
                 config = GenerationConfig.from_options(raw)
             except OptionError as error:
                 return None, None, folder, format_error(shown_in_ui(error))
+            if audio is None and config.needs_audio:
+                return None, None, folder, format_error(
+                    f"Add the driving audio (upload or record), or set {option_label('idle_seconds')} for a video "
+                    f"without speech, or a {REF_VIDEO_LABEL.lower()} with \"{RefInfo.ALL}\" to use its audio.")
             with (lock or contextlib.nullcontext()), \
                     control.scope("sadtalker", runner.timings) as (progress, cancel):
                 try:

@@ -340,3 +340,14 @@ def test_every_control_takes_its_default_choices_and_range_from_the_option_table
         elif option.kind == "bool":
             assert control.value is option.default, option.name
     assert kinds["pose_style"] == kinds["crf"] == "Slider" and kinds["still"] == "Checkbox"
+
+
+def test_generate_without_audio_asks_for_it_in_the_apps_words(tmp_path):
+    from sadtalker_core.app import build_app
+
+    talkers = []
+    parts = build_app(stub_checkpoints(tmp_path / "ckpt"), tmp_path / "out", talker_factory=_stub_factory(talkers))
+    video, crop, folder, info = _call(parts, audio=None)
+    assert video is None and "Add the driving audio" in info and "Idle seconds" in info and not talkers
+    video, crop, folder, info = _call(parts, audio=None, idle_seconds="2")
+    assert video is not None and talkers[0].calls[0]["options"]["idle_seconds"] == 2.0
