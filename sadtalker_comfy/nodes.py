@@ -19,7 +19,9 @@ from typing import Iterator
 import folder_paths
 import numpy as np
 
-from sadtalker_core.options import OPTIONS_BY_NAME, validate_options
+from sadtalker_core.errors import OptionError
+from sadtalker_core.jobs import write_sidecar
+from sadtalker_core.options import OPTIONS_BY_NAME, GenerationConfig
 from sadtalker_core.progress import Stage
 
 from . import widgets
@@ -141,8 +143,8 @@ class SadTalkerAnimate:
         for name in ("ref_eyeblink", "ref_pose", "ref_video"):
             if options[name] is not None:
                 options[name] = _input_path(options[name])
-        options = validate_options(options, size=sadtalker.size)
-        if audio is None and options["idle_seconds"] is None:
+        config = _config(options, size=sadtalker.size)
+        if audio is None and config.idle_seconds is None:  # the node outputs the AUDIO it was given
             raise ValueError("SadTalker Animate needs speech: connect an AUDIO input (e.g. Load Audio), or set "
                              "idle_seconds for a video without speech.")
         portraits = _uint8_images(image)
@@ -156,14 +158,18 @@ class SadTalkerAnimate:
                     target, saved = _output_file(filename_prefix, portrait.shape[1], portrait.shape[0])
                     videos.append(saved)
                 kept = _KeptFrames(progress)
-                result = sadtalker.talker.generate(portrait, speech, output_path=target, on_frames=kept,
-                                                   progress=progress.stage_callback(index), **options)
+                with _errors_name_widgets():
+                    result = sadtalker.talker.generate(portrait, speech, output_path=target, on_frames=kept,
+                                                       progress=progress.stage_callback(index), config=config)
+                if save_video:
+                    write_sidecar(result, portrait, speech, sadtalker.talker.checkpoint_dir,
+                                  extra={"host": "comfyui"})
                 frames.append(_resize_all(_even_size(kept.all()), frames[0].shape[1:3] if frames else None))
-                sounds.append(_track(audio, result.info["num_frames"] / options["fps"]))
+                sounds.append(_track(audio, result.info["num_frames"] / config.fps))
         out = _as_image(np.concatenate(frames))
         sound = {"waveform": torch.cat([s["waveform"] for s in sounds], dim=-1), "sample_rate": sounds[0]["sample_rate"]}
         ui = {"images": videos, "animated": (True,)} if videos else {}
-        return {"ui": ui, "result": (out, sound, float(options["fps"]))}
+        return {"ui": ui, "result": (out, sound, float(config.fps))}
 
 
 class SadTalkerDubVideo:
@@ -189,8 +195,8 @@ class SadTalkerDubVideo:
         }}
 
     def dub(self, sadtalker, video, audio, save_video=True, filename_prefix="sadtalker/SadTalker_dub", **values):
-        options = validate_options({o.name: widgets.option_value(o, values[o.name])
-                                    for o in widgets.DUB_VIDEO_OPTIONS}, size=sadtalker.size)
+        config = _config({o.name: widgets.option_value(o, values[o.name]) for o in widgets.DUB_VIDEO_OPTIONS},
+                         size=sadtalker.size)
         progress = _Progress(1)
         videos = []
         with _work_folder() as temp:
@@ -201,11 +207,16 @@ class SadTalkerDubVideo:
                 target, saved = _output_file(filename_prefix, *video.get_dimensions())
                 videos.append(saved)
             kept = _KeptFrames(progress)
-            result = sadtalker.talker.generate(source_video=source, driven_audio=speech, output_path=target,
-                                               on_frames=kept, progress=progress.stage_callback(0), **options)
+            with _errors_name_widgets():
+                result = sadtalker.talker.generate(source_video=source, driven_audio=speech, output_path=target,
+                                                   on_frames=kept, progress=progress.stage_callback(0),
+                                                   config=config)
+            if save_video:
+                write_sidecar(result, None, speech, sadtalker.talker.checkpoint_dir, source_video=source,
+                              extra={"host": "comfyui"})
             fps = float(result.info["fps"])  # the video's own rate
             seconds = result.info["num_frames"] / fps
-            if options["video_audio_volume"] > 0:
+            if config.video_audio_volume > 0:
                 # the core mixed the video's sound under the speech into the file: that mix is the sound of
                 # these frames, so AUDIO carries it too (decoded back, as only the file holds it)
                 sound = _track(_file_sound(target, int(audio["sample_rate"])), seconds)
@@ -236,7 +247,7 @@ class SadTalkerFaceCrop:
         from sadtalker_core import paste
         from sadtalker_core.face import crop, landmarks
 
-        options = validate_options({n: widgets.option_value(OPTIONS_BY_NAME[n], values[n]) for n in self._OPTIONS})
+        config = _config({n: widgets.option_value(OPTIONS_BY_NAME[n], values[n]) for n in self._OPTIONS})
         if sadtalker is not None:
             runtime = sadtalker.talker.runtime
             where = dict(weights_dir=runtime.checkpoint_dir, device=str(runtime.device), detectors=runtime.detectors)
@@ -245,15 +256,16 @@ class SadTalkerFaceCrop:
             where = dict(weights_dir=checkpoint_dir("."), device="cpu", detectors=landmarks.Detectors())
         crops, previews = [], []
         for picture in _uint8_images(image):
-            face = landmarks.locate_face(picture, backend=options["face_detector"], face_box=options["face_box"],
-                                         face_index=options["face_index"], **where)
-            result = crop.crop_face(picture, face.landmarks68, options["preprocess"], options["size"])
+            with _errors_name_widgets():
+                face = landmarks.locate_face(picture, backend=str(config.face_detector), face_box=config.face_box,
+                                             face_index=config.face_index, **where)
+            result = crop.crop_face(picture, face.landmarks68, str(config.preprocess), config.size)
             preview = picture.copy()
             thickness = max(2, round(max(picture.shape[:2]) / 300))
             x0, y0, x1, y1 = (int(v) for v in result.region)
             cv2.rectangle(preview, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 0), thickness)
-            if options["preprocess"] in ("full", "extfull"):
-                x0, y0, x1, y1 = paste.paste_box(result.crop_info, options["preprocess"])
+            if config.preprocess in ("full", "extfull"):
+                x0, y0, x1, y1 = paste.paste_box(result.crop_info, str(config.preprocess))
                 cv2.rectangle(preview, (x0, y0), (x1 - 1, y1 - 1), (255, 0, 0), thickness)
             crops.append(result.frame)
             previews.append(preview)
@@ -261,6 +273,28 @@ class SadTalkerFaceCrop:
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
+def widget_error(error: OptionError) -> OptionError:
+    """The error with its option named as the node shows it: the widget has the option's name."""
+    if error.option is None:
+        return error
+    return OptionError(error.shown_as(error.option), option=error.option, problem=error.problem)
+
+
+@contextlib.contextmanager
+def _errors_name_widgets() -> Iterator[None]:
+    """Option errors raised inside (by the pipeline, deep down) come out naming the widget."""
+    try:
+        yield
+    except OptionError as error:
+        raise widget_error(error) from None
+
+
+def _config(values: dict, **fixed) -> GenerationConfig:
+    """A node's widget values as a config, checked once here and handed on as it is."""
+    with _errors_name_widgets():
+        return GenerationConfig.from_options(values, **fixed)
+
+
 class _Progress:
     """Pipeline stages -> ComfyUI's progress bar (100 steps per portrait); the interrupt is checked each time."""
 

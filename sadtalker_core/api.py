@@ -1,7 +1,8 @@
 """REST routes ``/sadtalker/v1/*`` shared by the standalone server and the WebUI extension.
 
 ``add_routes(app, runner, lock=..., control=...)`` registers them on a FastAPI app or router. Bodies are
-checked by hand (``validate_options`` plus the media fields) so errors are 4xx JSON naming the field, the
+checked by hand (``GenerationConfig.from_options`` plus the media fields) so errors are 4xx JSON naming the field
+as the JSON body spells it (``face_box: got ...``), the
 same under pydantic 1 (A1111's fastapi 0.94) and pydantic 2. Media travel as base64 or data URLs; the video
 comes back as raw base64 (no ``data:`` prefix), which is what ``webuiapi``'s ``custom_post`` expects.
 
@@ -31,7 +32,7 @@ from . import __version__
 from .errors import (AudioError, Cancelled, CheckpointError, CheckpointNotFoundError, ImageError,
                      InputError, NoFaceError, OptionError, SadTalkerError, VideoError)
 from .jobs import JobControl, JobRunner
-from .options import OPTIONS_BY_NAME, describe_options, validate_options
+from .options import OPTIONS_BY_NAME, GenerationConfig, describe_options
 
 PREFIX = "/sadtalker/v1"
 MEDIA_FIELDS = ("image", "audio", "ref_video", "ref_pose", "ref_eyeblink", "video")
@@ -129,8 +130,16 @@ def _field_of(error: Exception) -> str | None:
         return "image"
     if isinstance(error, AudioError):
         return "audio"
-    match = re.search(r"option '(\w+)'|unknown option\(s\): (\w+)", str(error))
-    return (match.group(1) or match.group(2)) if match else None
+    if isinstance(error, OptionError):
+        return error.option  # options are JSON fields of the same name
+    return None
+
+
+def _shown(error: Exception) -> str:
+    """The message with an option named as its JSON field."""
+    if isinstance(error, OptionError) and error.option is not None:
+        return error.shown_as(error.option)
+    return str(error)
 
 
 def _error_response(status: int, error: str, field: str | None, message: str):
@@ -138,9 +147,10 @@ def _error_response(status: int, error: str, field: str | None, message: str):
 
 
 def parse_generate_request(payload: Any, workdir: Path, limits: Limits = Limits()
-                           ) -> tuple[Any, Path | None, dict, Path | None]:
-    """(source image or None, audio path or None, validated options, video to dub or None) from a JSON body;
-    media written under ``workdir``. Exactly one of 'image' and 'video' is the source."""
+                           ) -> tuple[Any, Path | None, GenerationConfig, Path | None]:
+    """(source image or None, audio path or None, the options' config, video to dub or None) from a JSON body;
+    media written under ``workdir``. Exactly one of 'image' and 'video' is the source. The options are
+    validated here, once: the config goes on to the job as it is."""
     if not isinstance(payload, dict):
         raise RequestError(422, None, "the body must be a JSON object with 'image', 'audio' and options.")
     payload = _resolve_aliases(payload)
@@ -168,14 +178,14 @@ def parse_generate_request(payload: Any, workdir: Path, limits: Limits = Limits(
         if name in media_paths:
             raw_options[name] = str(media_paths[name])
     try:
-        options = validate_options(raw_options)
+        config = GenerationConfig.from_options(raw_options)
     except OptionError as error:
-        raise RequestError(422, _field_of(error), str(error)) from None
+        raise RequestError(422, _field_of(error), _shown(error)) from None
     audio = media_paths.get("audio")
-    if audio is None and options["idle_seconds"] is None and options["ref_info"] != "all":
+    if audio is None and config.needs_audio:
         raise RequestError(422, "audio", "field 'audio' is required (base64 or data: URL of speech), unless "
                                          "'idle_seconds' is set or ref_info is 'all'.")
-    return image, audio, options, media_paths.get("video")
+    return image, audio, config, media_paths.get("video")
 
 
 def _resolve_aliases(payload: dict) -> dict:
@@ -206,10 +216,10 @@ def add_routes(app, runner: JobRunner, *, lock: ContextManager, control: JobCont
         except ValueError as error:
             raise RequestError(400, None, f"the body is not valid JSON: {error}.") from None
         with tempfile.TemporaryDirectory(prefix="sadtalker_api_") as workdir:
-            image, audio, options, source_video = parse_generate_request(payload, Path(workdir), current_limits())
+            image, audio, config, source_video = parse_generate_request(payload, Path(workdir), current_limits())
             with lock, control.scope("sadtalker-api", runner.timings) as (progress, cancel):
                 try:
-                    result = runner.run(image, str(audio) if audio else None, options, progress=progress,
+                    result = runner.run(image, str(audio) if audio else None, config, progress=progress,
                                         cancel=cancel, preview=control.preview,
                                         source_video=source_video)
                 except (NoFaceError, VideoError) as error:
@@ -235,7 +245,7 @@ def add_routes(app, runner: JobRunner, *, lock: ContextManager, control: JobCont
         except CheckpointNotFoundError as error:
             return _error_response(503, type(error).__name__, None, str(error))
         except InputError as error:
-            return _error_response(422, type(error).__name__, _field_of(error), str(error))
+            return _error_response(422, type(error).__name__, _field_of(error), _shown(error))
         except (CheckpointError, SadTalkerError) as error:
             return _error_response(500, type(error).__name__, None, str(error))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import os
 import secrets
@@ -27,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import SadTalkerError, one_line
-from .options import OPTIONS_BY_NAME, validate_options
+from .errors import OptionError, SadTalkerError, one_line
+from .options import OPTIONS_BY_NAME, GenerationConfig
 
 RESULTS_NAME = "results.jsonl"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -48,7 +49,9 @@ class BatchJob:
     key: str
     source_image: Any  # a path, or a decoded image (REST uploads)
     driven_audio: str | None
-    options: dict  # the row's own options; command-line defaults are merged in by ``run_batch``
+    # the row's own options (command-line defaults are merged in by ``run_batch``), or the complete config a
+    # REST row was validated into at its edge (``batch_api``)
+    options: dict | GenerationConfig
     output: Path
     error: str | None = None  # the row could not be read: the job fails with this message
     source_video: str | None = None  # a video to dub instead of a portrait to animate
@@ -73,7 +76,7 @@ class Task:
     """A job ready to run: its options complete and checked, its seed fixed."""
 
     job: BatchJob
-    options: dict
+    config: GenerationConfig
 
 
 @dataclass
@@ -242,18 +245,24 @@ def prepare(job: BatchJob, defaults: dict) -> Task:
     """Complete, checked options with a fixed seed (so a failed job still reports the seed it had)."""
     if job.error:
         raise BatchError(job.error)
-    options = validate_options({**defaults, **job.options})
+    if isinstance(job.options, GenerationConfig):
+        config = job.options
+    else:
+        config = GenerationConfig.from_options({**defaults, **job.options})
     if job.source_image is None and job.source_video is None:
         raise BatchError("the job has no source_image (or source_video to dub).")
-    if job.driven_audio is None and options["idle_seconds"] is None and options["ref_info"] != "all":
+    if job.driven_audio is None and config.needs_audio:
         raise BatchError("the job has no driven_audio (give one, or idle_seconds for a video without speech).")
-    if options["seed"] is None:
-        options["seed"] = int.from_bytes(os.urandom(6), "little")
-    return Task(job, options)
+    if config.seed is None:
+        # dataclasses.replace, not config.replace: a 48-bit seed is valid, nothing to check again
+        config = dataclasses.replace(config, seed=int.from_bytes(os.urandom(6), "little"))
+    return Task(job, config)
 
 
 def _given_seed(job: BatchJob, defaults: dict) -> int | None:
     """The seed a job that could not start asked for, when it is a whole number."""
+    if isinstance(job.options, GenerationConfig):
+        return job.options.seed
     try:
         return int({**defaults, **job.options}.get("seed"))
     except (TypeError, ValueError):
@@ -363,16 +372,16 @@ class LocalExecutor:
                     stack.enter_context(self.lock)
                 if self.control is not None:
                     _, cancel = stack.enter_context(self.control.scope(f"batch {job.key}"))
-                self.runner.run(job.source_image, job.driven_audio, task.options, progress=progress,
+                self.runner.run(job.source_image, job.driven_audio, task.config, progress=progress,
                                 cancel=cancel, output_path=job.output, source_video=job.source_video)
         except SadTalkerError as error:
             return JobOutcome(job.key, "failed", None, round(time.perf_counter() - started, 3),
-                              task.options["seed"], one_line(error))
+                              task.config.seed, one_line(error))
         except (OSError, RuntimeError, ValueError) as error:  # a job's bug or resource problem: record, go on
             return JobOutcome(job.key, "failed", None, round(time.perf_counter() - started, 3),
-                              task.options["seed"], f"unexpected {type(error).__name__}: {one_line(error)}")
+                              task.config.seed, f"unexpected {type(error).__name__}: {one_line(error)}")
         return JobOutcome(job.key, "ok", str(job.output), round(time.perf_counter() - started, 3),
-                          task.options["seed"])
+                          task.config.seed)
 
 
 def local_runner(checkpoint_dir, device=None, old_version: bool = False, output_dir: Path | None = None):
@@ -395,7 +404,7 @@ def ensure_checkpoints_for(tasks: Iterable[Task], checkpoint_dir, old_version: b
     a missing file is a problem of the machine, not of one job."""
     from .checkpoint_files import locate_checkpoints
 
-    for size, preprocess in sorted({(t.options["size"], t.options["preprocess"]) for t in tasks}):
+    for size, preprocess in sorted({(t.config.size, str(t.config.preprocess)) for t in tasks}):
         locate_checkpoints(checkpoint_dir, size=size, preprocess=preprocess, old_version=old_version,
                            download=True, progress=progress)
 
@@ -419,8 +428,8 @@ def _build_parser():
                         help="CPU threads per worker (default: torch's choice locally, 1 per Ray CPU slot). On a "
                              "CPU the video's bytes depend on it (sums run in a thread-dependent order): equal "
                              "--threads give equal files locally and on Ray")
-    # in a batch these come from the rows; given here they are defaults for rows that lack them
-    parser.set_defaults(source_image=None, driven_audio=None, result_dir=None)
+    # no default folder: it receives results.jsonl and is what a rerun resumes, so the user names it
+    parser.set_defaults(result_dir=None)
     return parser
 
 
@@ -484,13 +493,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.result_dir is None:
         parser.error("--result_dir is required: the folder for the videos and results.jsonl")
+    from .cli import options_from_args, shown_on_command_line
+
+    try:
+        defaults = options_from_args(args)
+        GenerationConfig.from_options(defaults)  # a bad flag is a usage problem of the whole batch, not of each job
+    except OptionError as error:
+        parser.error(shown_on_command_line(error))
+    except SadTalkerError as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return 1
     display = None if args.quiet else _Display(sys.stderr, sys.stderr.isatty())
     device = "cpu" if args.cpu else args.device
     try:
-        from .cli import options_from_args
-
-        defaults = options_from_args(args)
-        validate_options(defaults)  # a bad flag is a usage problem of the whole batch, not of each job
         for name in ("source_image", "driven_audio"):
             if getattr(args, name) is not None:
                 defaults[name] = getattr(args, name)

@@ -100,14 +100,14 @@ class BatchQueue:
                 workdir = inputs / str(index)
                 workdir.mkdir(parents=True)
                 try:
-                    image, audio, options, source_video = parse_generate_request(row, workdir, limits)
+                    image, audio, config, source_video = parse_generate_request(row, workdir, limits)
                 except RequestError as problem:
                     job.error = problem.message
                 else:
                     if image is not None:
                         image.save(workdir / "image.png")
                         job.source_image = str(workdir / "image.png")
-                    job.options = options
+                    job.options = config  # validated once, here: prepare() takes it as it is
                     job.source_video = str(source_video) if source_video is not None else None
                     job.driven_audio = str(audio) if audio else None
             jobs.append(job)

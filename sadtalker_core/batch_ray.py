@@ -21,6 +21,7 @@ from typing import Any, Iterator
 from .batch import (PATH_OPTIONS, BatchError, BatchJob, JobOutcome, LocalExecutor, Task, ensure_checkpoints_for,
                     local_runner)
 from .errors import one_line
+from .options import GenerationConfig
 
 _FILE_FIELDS = ("source_image", "driven_audio", "source_video")
 
@@ -93,7 +94,7 @@ class _Worker:
             output = Path(tmp) / "out" / output_name
             job = BatchJob(key, inputs["source_image"], inputs["driven_audio"], {}, output,
                            source_video=inputs.get("source_video"))
-            task = Task(job, options)
+            task = Task(job, GenerationConfig.from_options(options))  # checked again: it crossed processes
             try:
                 ensure_checkpoints_for([task], self.checkpoint_dir, self.old_version)
             except Exception as error:  # reported per job, like any failure on the worker
@@ -151,8 +152,9 @@ def ray_executor(address: str, checkpoint_dir: str, device: Any = None, old_vers
             task = queue.pop(0)
             job = task.job
             files = {name: _pack(getattr(job, name)) for name in _FILE_FIELDS}
-            files.update({name: _pack(task.options[name]) for name in PATH_OPTIONS if task.options[name]})
-            ref = actor.run.remote(job.key, files, task.options, job.output.name)
+            options = task.config.to_dict()  # plain JSON values travel to the worker
+            files.update({name: _pack(options[name]) for name in PATH_OPTIONS if options[name]})
+            ref = actor.run.remote(job.key, files, options, job.output.name)
             running[ref] = (actor, task, time.perf_counter())
             on_stage(job.key, "sent to a ray worker", 0, 1)
 
@@ -168,11 +170,11 @@ def ray_executor(address: str, checkpoint_dir: str, device: Any = None, old_vers
                     reply = ray.get(ready[0])
                 except Exception as error:  # the actor died or raised: record the job, go on without it
                     yield JobOutcome(job.key, "failed", None, round(time.perf_counter() - started, 3),
-                                     task.options["seed"], f"ray worker failed: {one_line(error)}")
+                                     task.config.seed, f"ray worker failed: {one_line(error)}")
                     actors.remove(actor)
                     if not actors:
                         for left in queue:
-                            yield JobOutcome(left.job.key, "failed", None, 0.0, left.options["seed"],
+                            yield JobOutcome(left.job.key, "failed", None, 0.0, left.config.seed,
                                              "no ray worker left to run this job")
                         queue.clear()
                     continue

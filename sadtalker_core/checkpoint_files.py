@@ -110,12 +110,16 @@ def locate_checkpoints(checkpoint_dir: str | os.PathLike | Sequence[str | os.Pat
     """
     folders = _folders(checkpoint_dir)
     if size not in SIZES:
-        raise OptionError(f"size must be one of {SIZES}, got {size!r}")
+        raise OptionError(f"size must be one of {SIZES}, got {size!r}", option="size",
+                          problem=f"got {size!r}, expected one of {', '.join(map(str, SIZES))}.")
     if preprocess not in PREPROCESS_MODES:
-        raise OptionError(f"preprocess must be one of {', '.join(PREPROCESS_MODES)}, got {preprocess!r}")
+        raise OptionError(f"preprocess must be one of {', '.join(PREPROCESS_MODES)}, got {preprocess!r}",
+                          option="preprocess",
+                          problem=f"got {preprocess!r}, expected one of {', '.join(PREPROCESS_MODES)}.")
     if old_version and size != 256:
-        raise OptionError("the old-version checkpoints hold only 256 renderer weights: use size=256, or drop "
-                          f"old_version to use {safetensors_name(512)}")
+        problem = (f"the old-version checkpoints hold only 256 renderer weights: use 256, or the new checkpoint "
+                   f"set ({safetensors_name(512)}).")
+        raise OptionError(f"size: {problem}", option="size", problem=problem)
 
     def find(name: str) -> Path | None:
         return next((f / name for f in folders if (f / name).is_file()), None)
@@ -154,7 +158,7 @@ def _missing_message(missing: list[str], folders: tuple[Path, ...], old_version:
     searched = ", ".join(str(f.resolve()) for f in folders)
     text = (f"Missing SadTalker checkpoint files: {', '.join(missing)}.\nSearched: {searched}.\n"
             f"Download them into {folders[0].resolve()} (or run `python -m sadtalker_core download --dir "
-            f"{folders[0]}`, or pass download=True):\n{how_to_get(missing)}")
+            f"{folders[0]}`):\n{how_to_get(missing)}")
     if not old_version:
         text += (f"\nThe old-version files ({', '.join(OLD_SET)}, release v0.0.2) are optional; "
                  "the SadTalker_V0.0.2_<size>.safetensors file replaces them.")

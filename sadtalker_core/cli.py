@@ -1,7 +1,12 @@
 """``python -m sadtalker_core``: the official ``inference.py`` flags (same names, same defaults) plus new ones.
 
-Prints the output path on success (exit 0); on failure one line ``error: ...`` on stderr and exit 1
-(2 for bad command-line usage, 130 when interrupted).
+The generation flags are generated from the option table (``options.OPTIONS``): one flag per option with the
+table's type, default, choices and help, so the command line cannot drift from the other front ends. Every
+multi-word flag takes both spellings, ``--pose_style`` (the original's) and ``--pose-style``.
+
+Prints the output path on stdout and ``seed N`` on stderr on success (exit 0); on failure one line
+``error: ...`` on stderr and exit 1 (2 for bad command-line usage: a bad flag value or a missing input,
+130 when interrupted).
 """
 
 from __future__ import annotations
@@ -13,27 +18,67 @@ from pathlib import Path
 from typing import Sequence
 
 from .checkpoint_files import default_checkpoint_dir
-from .errors import Cancelled, SadTalkerError, one_line
-from .options import (BACKGROUND_ENHANCERS, BLEND_MODES, ENHANCERS, FACE_DETECTORS, OPTIONS,
-                      OPTIONS_BY_NAME, PREPROCESS_MODES, REF_INFO, WATERMARK_POSITIONS,
-                      validate_options)
+from .errors import Cancelled, OptionError, SadTalkerError, one_line
+from .options import OPTIONS, GenerationConfig, Option
 from .progress import TerminalBar
 
 # Flags of the official face3d renderer (``--face3dvis`` and its BFM settings). They only matter for a debug
 # visualisation this project does not ship; they are accepted so existing scripts keep working.
 _IGNORED_OFFICIAL_FLAGS = (
-    ("--net_recon", str), ("--init_path", str), ("--use_last_fc", str), ("--bfm_folder", str),
-    ("--bfm_model", str), ("--focal", float), ("--center", float), ("--camera_d", float),
-    ("--z_near", float), ("--z_far", float),
+    ("net_recon", str), ("init_path", str), ("use_last_fc", str), ("bfm_folder", str),
+    ("bfm_model", str), ("focal", float), ("center", float), ("camera_d", float),
+    ("z_near", float), ("z_far", float),
 )
+#: options whose flag is not generated from the table: on the command line the landmarks come from a file
+_FILE_OPTIONS = ("landmarks",)
+_TYPES = {"int": int, "float": float, "str": str, "path": str, "angles": float, "box": float}
 
 
-#: the official default of --source_image (used when neither a source image nor a video is given)
-_OFFICIAL_SOURCE = "./examples/source_image/full_body_1.png"
+def spellings(name: str) -> list[str]:
+    """The flags of one name: ``--name_with_words`` (the original's) and ``--name-with-words``."""
+    flags = [f"--{name}"]
+    if "_" in name:
+        flags.append(f"--{name.replace('_', '-')}")
+    return flags
 
 
-def _help(name: str) -> str:
-    return OPTIONS_BY_NAME[name].help
+def flag_of(option_name: str) -> str:
+    """How the command line shows an option (its errors name it so)."""
+    return f"--{option_name}"
+
+
+def _choice_of(option: Option):
+    """Parses a value of a choice option the way the table does (any letter case) to its canonical text, so
+    argparse's own ``choices`` check (and its usage error) applies to the canonical value."""
+    def parse(text: str):
+        value = _TYPES[option.kind](text)
+        if isinstance(value, str):
+            return next((c for c in option.choices if c.lower() == value.strip().lower()), value)
+        return value
+
+    parse.__name__ = option.name  # argparse names the type in its "invalid ... value" message
+    return parse
+
+
+def _add_option_flag(group, option: Option) -> None:
+    """The flag of one table option: its type, default, choices and help all come from ``option``."""
+    flags, common = spellings(option.name), dict(dest=option.name, default=option.default, help=option.help)
+    if option.kind == "bool":
+        if option.default:
+            # on by default: --name / --no-name, and --no_name in the original's spelling (--no_blink)
+            group.add_argument(*flags, action=argparse.BooleanOptionalAction, **common)
+            group.add_argument(f"--no_{option.name}", action="store_false", dest=option.name,
+                               default=argparse.SUPPRESS, help=f"Same as --no-{option.name}.")
+        else:
+            group.add_argument(*flags, action="store_true", **common)
+        return
+    kind = dict(type=_choice_of(option), choices=option.choices) if option.choices else \
+        dict(type=_TYPES[option.kind])
+    if option.kind == "angles":
+        kind.update(nargs="+", metavar="DEGREES")
+    elif option.kind == "box":
+        kind.update(nargs=4, metavar=("X0", "Y0", "X1", "Y1"))
+    group.add_argument(*flags, **kind, **common)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,80 +87,47 @@ def build_parser() -> argparse.ArgumentParser:
         description="Portrait + speech -> talking-head video (SadTalker).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,  # every flag's default in --help
     )
-    official = p.add_argument_group("official inference.py flags")
-    official.add_argument("--driven_audio", default="./examples/driven_audio/bus_chinese.wav",
-                          help="Speech audio (wav, mp3, m4a, ogg, flac, or a video's audio track).")
-    official.add_argument("--source_image", default=None,
-                          help=f"Portrait image (or a video: its first frame is used); default {_OFFICIAL_SOURCE}.")
-    official.add_argument("--ref_eyeblink", default=None, help=_help("ref_eyeblink"))
-    official.add_argument("--ref_pose", default=None, help=_help("ref_pose"))
-    official.add_argument("--checkpoint_dir", "--checkpoint-dir", dest="checkpoint_dir",
-                          default=str(default_checkpoint_dir()),
-                          help="Folder with the SadTalker weights (default: $SADTALKER_CHECKPOINTS, else "
-                               "./checkpoints).")
-    official.add_argument("--result_dir", default="./results", help="Folder for the output video.")
-    official.add_argument("--pose_style", type=int, default=0, help=_help("pose_style"))
-    official.add_argument("--batch_size", type=int, default=2, help=_help("batch_size"))
-    official.add_argument("--size", type=int, default=256, help=_help("size"))
-    official.add_argument("--expression_scale", type=float, default=1.0, help=_help("expression_scale"))
-    official.add_argument("--input_yaw", nargs="+", type=float, default=None, help=_help("input_yaw"))
-    official.add_argument("--input_pitch", nargs="+", type=float, default=None, help=_help("input_pitch"))
-    official.add_argument("--input_roll", nargs="+", type=float, default=None, help=_help("input_roll"))
-    official.add_argument("--enhancer", default=None, choices=ENHANCERS, help=_help("enhancer"))
-    official.add_argument("--background_enhancer", default=None, choices=BACKGROUND_ENHANCERS,
-                          help=_help("background_enhancer"))
-    official.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is available.")
-    official.add_argument("--face3dvis", action="store_true",
-                          help="Accepted for compatibility; the 3D face visualisation is not part of this project.")
-    official.add_argument("--still", action="store_true", help=_help("still"))
-    official.add_argument("--preprocess", default="crop", choices=PREPROCESS_MODES, help=_help("preprocess"))
-    official.add_argument("--verbose", action="store_true", help="Also save the intermediate coefficients.")
-    official.add_argument("--old_version", action="store_true",
-                          help="Use the old .pth checkpoint set instead of the safetensors files.")
-    for flag, kind in _IGNORED_OFFICIAL_FLAGS:
-        official.add_argument(flag, type=kind, default=None, help=argparse.SUPPRESS)
+    run = p.add_argument_group("inputs and run")
 
-    new = p.add_argument_group("new flags")
-    new.add_argument("--seed", type=int, default=None, help=_help("seed"))
-    new.add_argument("--fps", type=int, default=25, help=_help("fps"))
-    new.add_argument("--head_motion_scale", type=float, default=1.0, help=_help("head_motion_scale"))
-    new.add_argument("--no_blink", action="store_true", help="Do not add eye blinks.")
-    new.add_argument("--face_detector", default=OPTIONS_BY_NAME["face_detector"].default, choices=FACE_DETECTORS,
-                     help=_help("face_detector"))
-    new.add_argument("--face_index", type=int, default=None, help=_help("face_index"))
-    new.add_argument("--face_box", nargs=4, type=float, default=None, metavar=("X0", "Y0", "X1", "Y1"),
-                     help=_help("face_box"))
-    new.add_argument("--landmarks", default=None, metavar="FILE",
-                     help="JSON file with 68 [x, y] landmarks in image pixels (skips detection).")
-    new.add_argument("--idle_seconds", type=float, default=None, help=_help("idle_seconds"))
-    new.add_argument("--ref_video", default=None, help=_help("ref_video"))
-    new.add_argument("--ref_info", default=None, choices=REF_INFO, help=_help("ref_info"))
-    new.add_argument("--blend", default="seamless", choices=BLEND_MODES, help=_help("blend"))
-    new.add_argument("--crf", type=int, default=18, help=_help("crf"))
-    new.add_argument("--watermark", default=None, help=_help("watermark"))
-    new.add_argument("--watermark_position", default="bottom-right", choices=WATERMARK_POSITIONS,
-                     help=_help("watermark_position"))
-    new.add_argument("--watermark_opacity", type=float, default=0.6, help=_help("watermark_opacity"))
-    new.add_argument("--c2pa_cert", "--c2pa-cert", dest="c2pa_cert", default=None, metavar="PEM",
-                     help="Certificate chain (PEM) to sign C2PA content credentials into the video "
-                          "(default: $SADTALKER_C2PA_CERT).")
-    new.add_argument("--c2pa_key", "--c2pa-key", dest="c2pa_key", default=None, metavar="PEM",
-                     help="Private key (PEM) of --c2pa_cert (default: $SADTALKER_C2PA_KEY).")
-    new.add_argument("--source_video", default=None,
-                     help="A video to dub instead of animating --source_image: its lips follow --driven_audio, its "
-                          "head, eyes and scene stay.")
-    new.add_argument("--mouth_only", action=argparse.BooleanOptionalAction, default=True, help=_help("mouth_only"))
-    new.add_argument("--video_audio_volume", type=float, default=0.0, help=_help("video_audio_volume"))
-    new.add_argument("--device", default=None, help="torch device, e.g. cuda:1 (default: cuda, mps, cpu).")
-    new.add_argument("--quiet", action="store_true", help="No progress bar.")
+    def add(name: str, **kwargs) -> None:
+        run.add_argument(*spellings(name), dest=name, **kwargs)
+
+    add("source_image", default=None, help="Portrait image (or a video: its first frame is used).")
+    add("driven_audio", default=None, help="Speech audio (wav, mp3, m4a, ogg, flac, or a video's audio track); "
+        "not needed with --idle_seconds, or with --ref_video and --ref_info all (the reference's audio).")
+    add("source_video", default=None, help="A video to dub instead of animating --source_image: its lips follow "
+        "--driven_audio, its head, eyes and scene stay.")
+    add("landmarks", default=None, metavar="FILE",
+        help="JSON file with 68 [x, y] landmarks in image pixels (skips detection).")
+    add("checkpoint_dir", default=str(default_checkpoint_dir()),
+        help="Folder with the SadTalker weights ($SADTALKER_CHECKPOINTS when set, else ./checkpoints).")
+    add("result_dir", default="./results", help="Folder for the output video.")
+    add("cpu", action="store_true", help="Run on the CPU even when a GPU is available.")
+    add("device", default=None, help="torch device, e.g. cuda:1 (none: cuda, mps, cpu, the first present).")
+    add("verbose", action="store_true", help="Also save the intermediate coefficients; show the traceback of "
+        "an unexpected error.")
+    add("old_version", action="store_true", help="Use the old .pth checkpoint set instead of the safetensors "
+        "files.")
+    add("c2pa_cert", default=None, metavar="PEM", help="Certificate chain (PEM) to sign C2PA content "
+        "credentials into the video (none: $SADTALKER_C2PA_CERT).")
+    add("c2pa_key", default=None, metavar="PEM", help="Private key (PEM) of --c2pa_cert (none: "
+        "$SADTALKER_C2PA_KEY).")
+    add("quiet", action="store_true", help="No progress bar.")
+    add("face3dvis", action="store_true",
+        help="Accepted for compatibility; the 3D face visualisation is not part of this project.")
+    for name, kind in _IGNORED_OFFICIAL_FLAGS:
+        add(name, type=kind, default=None, help=argparse.SUPPRESS)
+
+    generation = p.add_argument_group("generation options (the option table, options.py)")
+    for option in OPTIONS:
+        if option.name not in _FILE_OPTIONS:
+            _add_option_flag(generation, option)
     return p
 
 
 def options_from_args(args: argparse.Namespace) -> dict:
-    """Generation options (``options.py`` names) from parsed flags."""
-    # every option has a flag of its name, except the two whose flag means something else on the command line
-    options = {o.name: getattr(args, o.name) for o in OPTIONS if o.name not in ("blink", "landmarks")}
-    options["blink"] = not args.no_blink
+    """Generation options (``options.py`` names) from parsed flags; the landmarks file read."""
+    options = {o.name: getattr(args, o.name) for o in OPTIONS if o.name not in _FILE_OPTIONS}
     if args.landmarks is not None:
         path = Path(args.landmarks)
         try:
@@ -126,6 +138,17 @@ def options_from_args(args: argparse.Namespace) -> dict:
             raise SadTalkerError(f"the landmarks file {path} is not JSON ({exc.msg}); expected 68 [x, y] "
                                  "pairs.") from None
     return options
+
+
+def missing_input(args: argparse.Namespace, config: GenerationConfig) -> str | None:
+    """What the command lacks to run, naming the flag; ``None`` when the inputs are complete. Nothing falls
+    back to a file the user did not name."""
+    if args.source_image is None and args.source_video is None:
+        return "--source_image is required: the portrait to animate (or --source_video, a video to dub)."
+    if args.driven_audio is None and config.needs_audio:
+        return ("--driven_audio is required: the speech to animate with (or --idle_seconds N for a video "
+                "without speech, or --ref_video FILE --ref_info all to use the reference video's audio).")
+    return None
 
 
 def _command(name: str):
@@ -144,15 +167,32 @@ def _command(name: str):
 COMMANDS = ("batch", "download", "verify", "doctor")
 
 
+def shown_on_command_line(error: SadTalkerError) -> str:
+    """The error's message on one line, an option called by its flag (``--face_box: got ...``)."""
+    if isinstance(error, OptionError) and error.option is not None:
+        return error.shown_as(flag_of(error.option))
+    return one_line(error)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in COMMANDS:
         return _command(argv[0])(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        # bad flag values are usage errors, found here before the pipeline (torch) is imported
+        config = GenerationConfig.from_options(options_from_args(args))
+    except OptionError as exc:
+        parser.error(shown_on_command_line(exc))
+    except SadTalkerError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 1
+    problem = missing_input(args, config)
+    if problem is not None:
+        parser.error(problem)
     progress = None if args.quiet or not sys.stderr.isatty() else TerminalBar()
     try:
-        # bad flag values fail here, before the pipeline (torch) is imported
-        options = validate_options(options_from_args(args))
         from .pipeline import SadTalker
         from .provenance import C2paCredentials
 
@@ -160,17 +200,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         device = "cpu" if args.cpu else args.device
         talker = SadTalker(args.checkpoint_dir, device=device, old_version=args.old_version)
-        audio = None if args.idle_seconds is not None else args.driven_audio
-        image = args.source_image
-        if image is None and args.source_video is None:
-            image = _OFFICIAL_SOURCE
+        audio = None if config.idle_seconds is not None else args.driven_audio
+        image = args.source_image if args.source_video is None else None
         result = talker.generate(image, audio, source_video=args.source_video, result_dir=args.result_dir,
                                  progress=progress, keep_intermediates=args.verbose, signing=signing,
-                                 **options)
+                                 config=config)
         from .jobs import write_sidecar
 
-        write_sidecar(result, image, audio, talker.checkpoint_dir, source_video=args.source_video,
-                      extra={"host": "cli"})
+        sidecar = write_sidecar(result, image, audio, talker.checkpoint_dir, source_video=args.source_video,
+                                extra={"host": "cli"})
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
@@ -178,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 130
     except SadTalkerError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
+        print(f"error: {shown_on_command_line(exc)}", file=sys.stderr)
         return 1
     except Exception as exc:  # a bug, not bad input: still one line unless --verbose asks for the traceback
         if args.verbose:
@@ -189,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if progress is not None:
             progress.close()
+    # the seed of a random run is the only way to repeat it: on stderr, so stdout stays just the path
+    print(f"seed {result.options['seed']} (parameters in {sidecar.name})", file=sys.stderr)
     print(result.video_path)
     return 0
 

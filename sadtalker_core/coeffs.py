@@ -152,8 +152,8 @@ def apply_ref_pose(coeffs: np.ndarray, ref_pose_coeffs: np.ndarray) -> np.ndarra
 def reference_roles(ref_info: Optional[str]) -> tuple[str, ...]:
     """What a Gradio-style reference video drives: a subset of ``("pose", "blink")``, or ``("all",)``."""
     if ref_info not in REF_INFO_ROLES:
-        raise OptionError(f"ref_info={ref_info!r} is not valid with a reference video: use one of "
-                          f"{', '.join(REF_INFO_ROLES)}.")
+        problem = f"got {ref_info!r}, expected one of {', '.join(REF_INFO_ROLES)} with a reference video."
+        raise OptionError(f"ref_info: {problem}", option="ref_info", problem=problem)
     return REF_INFO_ROLES[ref_info]
 
 
@@ -176,8 +176,9 @@ def generate_coeffs(expnet: Optional[torch.nn.Module], posevae: Optional[torch.n
         if "all" in roles:
             return np.array(np.asarray(ref_video, dtype=np.float32)[:, :EXPRESSION_POSE_SIZE], copy=True)
         if ("blink" in roles and ref_eyeblink is not None) or ("pose" in roles and ref_pose is not None):
-            raise OptionError("Both ref_video and ref_eyeblink/ref_pose name a reference for the same role: "
-                              "give either ref_video with ref_info, or ref_eyeblink/ref_pose.")
+            problem = ("names a reference for the same role as ref_eyeblink/ref_pose: give either ref_video with "
+                       "ref_info, or ref_eyeblink/ref_pose.")
+            raise OptionError(f"ref_video {problem}", option="ref_video", problem=problem)
         ref_eyeblink = ref_video if "blink" in roles else ref_eyeblink
         ref_pose = ref_video if "pose" in roles else ref_pose
 

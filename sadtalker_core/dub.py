@@ -52,9 +52,11 @@ def check_options(opts: dict) -> None:
     """Refuses options that have no meaning when the source is a video (the video gives pose and blinks)."""
     given = [name for name in NOT_WITH_VIDEO if opts.get(name) is not None]
     if given:
+        problem = ("cannot be used when dubbing a video: dubbing takes the head pose, eyes and face position from "
+                   "the video itself. Remove it, or animate a still image instead.")
         raise OptionError(f"option(s) {', '.join(given)} cannot be used with source_video: dubbing takes the "
                           "head pose, eyes and face position from the video itself. Remove them, or animate a "
-                          "still image (source_image) instead.")
+                          "still image (source_image) instead.", option=given[0], problem=problem)
 
 
 def paste_mode(preprocess: str) -> str:

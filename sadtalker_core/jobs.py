@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from . import __version__, host_requirements
 from .errors import Cancelled, CheckpointNotFoundError
-from .options import validate_options
+from .options import GenerationConfig
 from .progress import ProgressTracker, StageTimings
 
 Progress = Callable[[str, int, int], None]
@@ -161,6 +161,9 @@ class JobRunner:
         self._after_unload = after_unload
         self._report = report  # one line per job start and end (the WebUI's console)
         self._talkers: dict[tuple, Any] = {}
+        # (talker key, size, preprocess) whose networks the cached talker loaded: a job with these settings
+        # needs no lookup of the files (the pipeline located them when it loaded them)
+        self._loaded: set[tuple[tuple, int, str]] = set()
         self._guard = threading.Lock()  # protects the talker cache only; jobs are serialized by the caller
         self.timings = StageTimings()  # learned from each finished job: the progress bar's stage weights
 
@@ -219,14 +222,19 @@ class JobRunner:
         weights_dir = next((p for p in folders if p.is_dir()), None)
         return detector_status(weights_dir)
 
+    @staticmethod
+    def _talker_key(config: RunnerConfig, checkpoint_dir: Path) -> tuple:
+        return str(checkpoint_dir), str(config.device), str(config.dtype)
+
     def _talker(self, config: RunnerConfig, checkpoint_dir: Path):
-        key = (str(checkpoint_dir), str(config.device), str(config.dtype))
+        key = self._talker_key(config, checkpoint_dir)
         with self._guard:
             talker = self._talkers.get(key)
             if talker is None:
                 for other in self._talkers.values():  # one set of models in memory at a time
                     other.unload()
                 self._talkers.clear()
+                self._loaded.clear()
                 talker = self._talkers[key] = self.talker_factory(checkpoint_dir, config.device, config.dtype)
             return talker
 
@@ -235,27 +243,30 @@ class JobRunner:
             for talker in self._talkers.values():
                 talker.unload()
             self._talkers.clear()
+            self._loaded.clear()
         if self._after_unload is not None:
             self._after_unload()
 
-    def run(self, source_image: Any, driven_audio: Any, options: dict | None = None, *,
+    def run(self, source_image: Any, driven_audio: Any, options: GenerationConfig | dict | None = None, *,
             progress: Progress | None = None, cancel: Any = None,
             output_path: str | Path | None = None, preview: Callable[[Any], None] | None = None,
             source_video: Any = None) -> JobResult:
-        """Validates ``options``, generates, writes the sidecar JSON; unloads afterwards unless kept loaded.
+        """Generates, writes the sidecar JSON; unloads afterwards unless kept loaded.
 
+        ``options`` is the ``GenerationConfig`` a front end validated at its edge (used as it is), or a
+        mapping of options (validated here, once).
         The video goes to ``output_path`` when given (batches name their outputs), else to a dated folder
         under the configured output folder. ``preview(frame)`` gets the newest finished frame after every
         rendered batch (see ``SadTalker.generate``). ``source_video`` (a path) dubs that video instead of
         animating ``source_image`` (then None)."""
-        options = validate_options(options or {})
+        generation = GenerationConfig.from_options(options)
         started = time.perf_counter()
         source = _describe_input(source_video if source_video is not None else source_image)
         self._say(f"job started: {source} + {_describe_input(driven_audio) or 'no audio'}, "
-                  f"{options['preprocess']} {options['size']}")
+                  f"{generation.preprocess} {generation.size}")
         try:
-            result, checkpoint_dir, config = self._generate(source_image, driven_audio, options, progress, cancel,
-                                                              output_path, preview, source_video)
+            result, checkpoint_dir, config = self._generate(source_image, driven_audio, generation, progress,
+                                                              cancel, output_path, preview, source_video)
         except Cancelled:
             self._say(f"interrupted after {time.perf_counter() - started:.1f} s; nothing was saved")
             raise
@@ -272,8 +283,18 @@ class JobRunner:
                          info=dict(result.info), crop_preview=getattr(result, "crop_preview", None))
 
 
-    def _generate(self, source_image, driven_audio, options: dict, progress, cancel, output_path, preview,
-                  source_video=None):
+    def _checkpoint_dir(self, config: RunnerConfig, generation: GenerationConfig) -> Path:
+        """The folder of the job's checkpoints: the one whose networks are loaded for these settings, else the
+        first candidate holding the files (looked up once, without downloading: a front end never fetches
+        gigabytes behind the user's back; the error says which files, where, how to get them)."""
+        candidates = [Path(p).expanduser() for p in config.checkpoint_dirs]
+        for folder in candidates:
+            if (self._talker_key(config, folder), generation.size, str(generation.preprocess)) in self._loaded:
+                return folder
+        return find_checkpoint_dir(candidates, size=generation.size, preprocess=str(generation.preprocess))
+
+    def _generate(self, source_image, driven_audio, generation: GenerationConfig, progress, cancel, output_path,
+                  preview, source_video=None):
         from .provenance import C2paCredentials
 
         config = self.config()
@@ -283,8 +304,7 @@ class JobRunner:
         signing = C2paCredentials.resolve(config.c2pa_cert, config.c2pa_key)
         if signing is not None:
             extra["signing"] = signing
-        checkpoint_dir = find_checkpoint_dir(config.checkpoint_dirs, size=options["size"],
-                                             preprocess=options["preprocess"])
+        checkpoint_dir = self._checkpoint_dir(config, generation)
         result_dir = None
         if output_path is None:
             result_dir = Path(config.output_dir) / _dt.date.today().isoformat()
@@ -294,7 +314,10 @@ class JobRunner:
             # passed only when given: image jobs call generate exactly as before
             dub = {"source_video": source_video} if source_video is not None else {}
             result = talker.generate(source_image, driven_audio, result_dir=result_dir, output_path=output_path,
-                                     progress=progress, cancel=cancel, **dub, **extra, **options)
+                                     progress=progress, cancel=cancel, **dub, **extra, config=generation)
+            with self._guard:
+                self._loaded.add((self._talker_key(config, checkpoint_dir), generation.size,
+                                  str(generation.preprocess)))
         finally:
             if not config.keep_loaded:
                 self.unload()

@@ -203,8 +203,10 @@ class GenerationConfig:
         given.update(overrides)
         unknown = sorted(set(given) - set(OPTIONS_BY_NAME))
         if unknown:
+            # named by the first unknown one, so a front end can point at the field it came from
+            problem = f"not an option. Known options: {', '.join(OPTIONS_BY_NAME)}."
             raise OptionError(f"unknown option(s): {', '.join(unknown)}. Known options: "
-                              f"{', '.join(OPTIONS_BY_NAME)}.")
+                              f"{', '.join(OPTIONS_BY_NAME)}.", option=unknown[0], problem=problem)
         config = cls(**{name: _convert(OPTIONS_BY_NAME[name], value) for name, value in given.items()})
         config._check_together()
         return config
@@ -212,6 +214,12 @@ class GenerationConfig:
     def replace(self, **changes: Any) -> GenerationConfig:
         """A copy with ``changes`` applied, each checked as ``from_options`` checks it."""
         return GenerationConfig.from_options({**self.to_dict(), **changes})
+
+    @property
+    def needs_audio(self) -> bool:
+        """Whether a job needs driving audio: idle mode makes a video without speech, and re-enacting a
+        reference video (ref_info all) takes that video's audio."""
+        return self.idle_seconds is None and self.ref_info != RefInfo.ALL
 
     def to_dict(self) -> dict[str, Any]:
         """Every option by name as plain JSON values (enum members are text, tuples lists)."""

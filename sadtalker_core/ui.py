@@ -19,18 +19,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ContextManager
 
-from .errors import Cancelled, SadTalkerError
+from .errors import Cancelled, OptionError, SadTalkerError
 from .jobs import JobControl, JobRunner
-from .options import OPTIONS, OPTIONS_BY_NAME, REF_INFO, Option
+from .options import OPTIONS, OPTIONS_BY_NAME, REF_INFO, GenerationConfig, Option, RefInfo
 
 #: options the reference-video box covers (one upload + what to take from it)
 REFERENCE_OPTIONS = ("ref_video", "ref_info", "ref_pose", "ref_eyeblink")
 MAIN_OPTIONS = ("preprocess", "size", "still", "pose_style", "expression_scale", "head_motion_scale", "blink",
                 "enhancer", "batch_size")
-#: slider ranges narrower than the option's valid range, where the full range is never useful in a UI
+#: slider ranges narrower than the option's valid range, where the full range is never useful in a UI (every
+#: other slider spans the table's minimum..maximum)
 SLIDER_RANGES = {"expression_scale": (0.0, 3.0, 0.05), "head_motion_scale": (0.0, 3.0, 0.05),
-                 "batch_size": (1, 32, 1), "pose_style": (0, 45, 1), "fps": (1, 60, 1), "crf": (0, 51, 1)}
+                 "batch_size": (1, 32, 1)}
 NONE_CHOICE = "none"
+#: the reference-video box: its two components stand for ref_video and ref_info
+REF_VIDEO_LABEL = "Reference video"
+REF_USE_LABEL = "Use from the reference video"
+#: what a reference video gives when the user uploads one and changes nothing
+REF_USE_DEFAULT = RefInfo.POSE_BLINK.value
 #: seconds between live-preview refreshes of the standalone app (a new frame is shown at most this often)
 PREVIEW_INTERVAL = 0.25
 CONSENT_NOTE = ("Use only portraits and voices you have the right to use, with the consent of the people "
@@ -72,13 +78,25 @@ def listen(event: Callable, fn: Callable | None, *, js: str | None = None, **kwa
     return event(fn=fn, **kwargs)
 
 
-def _label(name: str) -> str:
+def option_label(name: str) -> str:
+    """The label of an option's component ("face_box" -> "Face box"); errors name the option by it."""
+    if name == "ref_video":
+        return REF_VIDEO_LABEL
+    if name == "ref_info":
+        return REF_USE_LABEL
     return name.replace("_", " ").capitalize()
+
+
+def shown_in_ui(error: SadTalkerError) -> str:
+    """The error's message with an option named by its component's label ("Face box: got ...")."""
+    if isinstance(error, OptionError) and error.option is not None:
+        return error.shown_as(option_label(error.option))
+    return str(error)
 
 
 def option_component(gr, option: Option, default: Any):
     """The input component for one option, with the option's help as ``info``."""
-    common = dict(label=_label(option.name), info=option.help, elem_id=f"sadtalker_{option.name}")
+    common = dict(label=option_label(option.name), info=option.help, elem_id=f"sadtalker_{option.name}")
     if option.kind == "bool":
         return make(gr.Checkbox, value=bool(default), **common)
     if option.choices is not None:
@@ -98,7 +116,7 @@ def option_component(gr, option: Option, default: Any):
 
 
 def ui_value_to_option(option: Option, value: Any) -> Any:
-    """What ``validate_options`` should see for a component value (empty and "none" mean unset)."""
+    """What ``GenerationConfig.from_options`` should see for a component value (empty and "none" mean unset)."""
     if isinstance(value, str):
         text = value.strip()
         if option.optional and text in ("", NONE_CHOICE):
@@ -123,7 +141,7 @@ def _ref_options(ref_video: Any, ref_use: str | None) -> dict:
     ref_video = _file_of(ref_video)
     if not ref_video:
         return {}
-    return {"ref_video": ref_video, "ref_info": ref_use or "pose+blink"}
+    return {"ref_video": ref_video, "ref_info": ref_use or REF_USE_DEFAULT}
 
 
 def format_info(result) -> str:
@@ -222,10 +240,10 @@ def build_ui(runner: JobRunner, control: JobControl, *, lock: ContextManager | N
                                         elem_id="sadtalker_source_video")
                 with make(gr.Accordion, label="Reference video (optional)", open=False,
                           elem_id="sadtalker_reference"):
-                    ref_video = make(gr.Video, label="Reference video", sources=["upload"],
+                    ref_video = make(gr.Video, label=REF_VIDEO_LABEL, sources=["upload"],
                                      elem_id="sadtalker_ref_video")
-                    ref_use = make(gr.Radio, label="Use from the reference video", choices=list(REF_INFO),
-                                   value="pose+blink", info=OPTIONS_BY_NAME["ref_info"].help,
+                    ref_use = make(gr.Radio, label=REF_USE_LABEL, choices=list(REF_INFO),
+                                   value=REF_USE_DEFAULT, info=OPTIONS_BY_NAME["ref_info"].help,
                                    elem_id="sadtalker_ref_use")
             with make(gr.Column, elem_id="sadtalker_settings"):
                 for name in MAIN_OPTIONS:
@@ -269,15 +287,23 @@ def build_ui(runner: JobRunner, control: JobControl, *, lock: ContextManager | N
                                                         "clear one of them.")
             raw = {n: ui_value_to_option(OPTIONS_BY_NAME[n], v) for n, v in zip(option_names, option_values)}
             raw.update(_ref_options(video_in, use))
+            try:  # validated once, here; the job gets the config as it is
+                config = GenerationConfig.from_options(raw)
+            except OptionError as error:
+                return None, None, folder, format_error(shown_in_ui(error))
+            if audio is None and config.needs_audio:
+                return None, None, folder, format_error(
+                    f"Add the driving audio (upload or record), or set {option_label('idle_seconds')} for a video "
+                    f"without speech, or a {REF_VIDEO_LABEL.lower()} with \"{RefInfo.ALL}\" to use its audio.")
             with (lock or contextlib.nullcontext()), \
                     control.scope("sadtalker", runner.timings) as (progress, cancel):
                 try:
-                    result = runner.run(image, audio, raw, progress=progress, cancel=cancel,
+                    result = runner.run(image, audio, config, progress=progress, cancel=cancel,
                                         preview=control.preview, source_video=to_dub)
                 except Cancelled:
                     return None, None, folder, format_error("Interrupted.")
                 except SadTalkerError as error:
-                    return None, None, folder, format_error(str(error))
+                    return None, None, folder, format_error(shown_in_ui(error))
             return (servable_path(result.video_path), result.crop_preview, str(result.video_path.parent),
                     format_info(result))
 

@@ -24,6 +24,15 @@ EXTENSION_DIR = Path(__file__).resolve().parents[1]
 TAB_ID = "sadtalker"
 TAB_TITLE = "SadTalker"
 SETTINGS_SECTION = ("sadtalker", "SadTalker")
+#: options whose tab default is a WebUI setting (``sadtalker_<name>``), with the setting's label; the choices
+#: and the setting's own default come from the option table
+DEFAULT_SETTINGS = {
+    "size": "Default face size",
+    "preprocess": "Default preprocess",
+    "enhancer": "Default face enhancer",
+    "face_detector": "Default face detector (auto: fan when its weights are there or can be downloaded, else "
+                     "dlib)",
+}
 GALLERY_TABS = ("txt2img", "img2img")
 PROGRESS_STEPS = 1000  # the host's "sampling steps" of a SadTalker job: thousandths of its expected time
 
@@ -283,20 +292,25 @@ def on_ui_settings():
     import gradio as gr
     from modules import shared
 
-    from sadtalker_core.options import ENHANCERS, FACE_DETECTORS, OPTIONS_BY_NAME, PREPROCESS_MODES, SIZES
+    from sadtalker_core.options import OPTIONS_BY_NAME
+    from sadtalker_core.ui import NONE_CHOICE
 
     def add(key, default, label, component=None, component_args=None):
         shared.opts.add_option(key, shared.OptionInfo(default, label, component, component_args,
                                                       section=SETTINGS_SECTION))
 
+    def add_default_of(name: str, label: str):
+        """A setting holding the tab's default for option ``name``: its choices and default from the table."""
+        option = OPTIONS_BY_NAME[name]
+        choices = [str(c) for c in option.choices] + ([NONE_CHOICE] if option.optional else [])
+        default = NONE_CHOICE if option.default is None else str(option.default)
+        add(f"sadtalker_{name}", default, label, gr.Radio, {"choices": choices})
+
     add("sadtalker_checkpoint_dir", "", "Checkpoint folder (empty: --sadtalker-checkpoints, $SADTALKER_CHECKPOINTS, "
         "models/SadTalker, then the extension's checkpoints/)")
     add("sadtalker_outdir", str(default_output_dir()), "Output folder for videos and their parameter JSON")
-    add("sadtalker_size", str(SIZES[0]), "Default face size", gr.Radio, {"choices": [str(s) for s in SIZES]})
-    add("sadtalker_preprocess", "crop", "Default preprocess", gr.Radio, {"choices": list(PREPROCESS_MODES)})
-    add("sadtalker_enhancer", "none", "Default face enhancer", gr.Radio, {"choices": ["none", *ENHANCERS]})
-    add("sadtalker_face_detector", OPTIONS_BY_NAME["face_detector"].default, "Default face detector (auto: fan "
-        "when its weights are there or can be downloaded, else dlib)", gr.Radio, {"choices": list(FACE_DETECTORS)})
+    for name, label in DEFAULT_SETTINGS.items():
+        add_default_of(name, label)
     add("sadtalker_precision", PRECISIONS[0], "Render precision (auto: float32 with --no-half, --precision full or "
         "on CPU, else the WebUI's; choose float32 if videos come out black or noisy)", gr.Radio,
         {"choices": list(PRECISIONS)})
@@ -309,10 +323,17 @@ def on_ui_settings():
 
 
 def _defaults_from_settings() -> dict:
-    enhancer = _opt("sadtalker_enhancer", "none")
-    return {"size": int(_opt("sadtalker_size", 256)), "preprocess": _opt("sadtalker_preprocess", "crop"),
-            "enhancer": None if enhancer in ("", "none") else enhancer,
-            "face_detector": _opt("sadtalker_face_detector", "auto")}
+    """The tab's defaults for the options the settings hold; a setting not registered (``--nowebui``) keeps
+    the table's default, as ``ui.build_ui`` takes any option left out from the table."""
+    from sadtalker_core.options import OPTIONS_BY_NAME
+    from sadtalker_core.ui import ui_value_to_option
+
+    values = {}
+    for name in DEFAULT_SETTINGS:
+        value = _opt(f"sadtalker_{name}", None)
+        if value is not None:
+            values[name] = ui_value_to_option(OPTIONS_BY_NAME[name], str(value))
+    return values
 
 
 # --- "Send to SadTalker" --------------------------------------------------------------------------------

@@ -215,3 +215,63 @@ def test_webuiapi_generates_a_clip_with_synthetic_weights(make_host, tmp_path, c
     assert frames == 3
     sidecar = json.loads(Path(result.json["sidecar"]).read_text())
     assert sidecar["options"]["seed"] == 3 and sidecar["options"]["face_detector"] == "dlib"
+
+
+def _counting_validations(monkeypatch) -> list:
+    """Counts the full validations of options (a config passed on as it is is not validated again)."""
+    from sadtalker_core.options import GenerationConfig
+
+    seen = []
+    check = GenerationConfig._check_together
+
+    def counted(self):
+        seen.append(self)
+        return check(self)
+
+    monkeypatch.setattr(GenerationConfig, "_check_together", counted)
+    return seen
+
+
+def test_a_request_is_validated_once_and_its_config_reaches_the_pipeline(stub_api, monkeypatch):
+    from sadtalker_core.options import GenerationConfig
+
+    client, talkers = stub_api
+    validations = _counting_validations(monkeypatch)
+    response = client.post("/sadtalker/v1/generate", json={"image": _png_b64(), "audio": _wav_b64(),
+                                                            "pose_style": 4, "seed": -1})
+    assert response.status_code == 200, response.text
+    assert len(validations) == 1
+    handed_on = talkers[0].calls[0]["config"]
+    assert isinstance(handed_on, GenerationConfig) and handed_on is validations[0] and handed_on.pose_style == 4
+    # a random run reports the seed it used, in the response and in the parameters file
+    seed = response.json()["options"]["seed"]
+    assert isinstance(seed, int) and seed >= 0
+    assert json.loads(Path(response.json()["sidecar"]).read_text())["options"]["seed"] == seed
+
+
+def test_an_option_error_names_the_json_field(stub_api):
+    client, talkers = stub_api
+    response = client.post("/sadtalker/v1/generate", json={"image": _png_b64(), "audio": _wav_b64(),
+                                                            "face_box": [50, 50, 10, 10]})
+    assert response.status_code == 422
+    assert response.json()["field"] == "face_box"
+    assert response.json()["detail"] == "face_box: got [50.0, 50.0, 10.0, 10.0], expected x0 < x1 and y0 < y1."
+    assert not talkers or not talkers[0].calls
+
+
+def test_an_option_error_found_by_the_pipeline_names_the_json_field(stub_api, monkeypatch):
+    """Some values can only be judged against the inputs (a face box outside the picture): the pipeline's error
+    is relabelled like the edge's."""
+    from host_double.fixtures import StubTalker
+    from sadtalker_core.errors import OptionError
+
+    def box_outside(self, *args, **kwargs):
+        problem = "(1.0, 2.0, 900.0, 900.0) lies outside the 32x32 image. Give the box in this image's pixels."
+        raise OptionError(f"face_box {problem}", option="face_box", problem=problem)
+
+    monkeypatch.setattr(StubTalker, "generate", box_outside)
+    client, _ = stub_api
+    response = client.post("/sadtalker/v1/generate", json={"image": _png_b64(), "audio": _wav_b64(),
+                                                            "face_box": [1, 2, 900, 900]})
+    assert response.status_code == 422 and response.json()["field"] == "face_box"
+    assert response.json()["detail"].startswith("face_box: (1.0, 2.0, 900.0, 900.0) lies outside the 32x32 image")

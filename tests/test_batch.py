@@ -86,7 +86,7 @@ def test_rows_resolve_relative_paths_override_defaults_and_keep_keys_unique(tmp_
     assert second.options == {"ref_pose": str(spec.parent / "pose.mp4")}
     assert third.output.name == "s_2.mp4" and second.output.name == "s.mp4"
     task = batch.prepare(first, {"pose_style": 1, "still": True})
-    assert task.options["pose_style"] == 4 and task.options["still"] is True and task.options["seed"] is not None
+    assert task.config.pose_style == 4 and task.config.still is True and task.config.seed is not None
     with pytest.raises(batch.BatchError, match="not JSON"):
         batch.prepare(bad, {})
 
@@ -95,7 +95,7 @@ def test_rows_resolve_relative_paths_override_defaults_and_keep_keys_unique(tmp_
                      "p.png,s.wav,2.5,\n")
     rows = batch.load_jobs(table, tmp_path / "out")
     assert [r.options for r in rows] == [{}, {"expression_scale": "2.5"}]  # empty cell: the default applies
-    assert batch.prepare(rows[1], {"expression_scale": 1.0}).options["expression_scale"] == 2.5
+    assert batch.prepare(rows[1], {"expression_scale": 1.0}).config.expression_scale == 2.5
 
 
 def test_unreadable_jobs_list_names_the_fix(tmp_path):
@@ -227,7 +227,9 @@ def test_cli_usage_errors(tmp_path):
     assert proc.returncode == 2 and "--result_dir is required" in stderr
     proc = _batch_cli(str(tmp_path / "none.jsonl"), "--result_dir", str(tmp_path / "out"), "--pose_style", "99")
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 1 and "pose_style" in stderr and not (tmp_path / "out").exists()
+    # a bad flag is a usage error of the whole batch, named as typed on the command line
+    assert proc.returncode == 2 and "error: --pose_style: got 99, expected a value from 0 to 45." in stderr
+    assert not (tmp_path / "out").exists()
     proc = _batch_cli(str(tmp_path / "none.jsonl"), "--result_dir", str(tmp_path / "out"))
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "does not exist" in stderr
@@ -295,3 +297,13 @@ def test_progress_bars_on_a_terminal_plain_lines_otherwise(terminal):
         assert "\r" in text and "batch" in text and "1/2" in text and "a: render" in text and "2/3" in text
     else:
         assert text.splitlines() == ["[1/2] a: render", "[1/2] a: ok 1.2 s /out/a.mp4 (1/2 done)"]
+
+
+def test_a_rest_row_keeps_the_config_it_was_validated_into(tmp_path):
+    from sadtalker_core.options import GenerationConfig
+
+    config = GenerationConfig.from_options(pose_style=7)
+    job = batch.BatchJob("k", "p.png", "s.wav", config, tmp_path / "k.mp4")
+    task = batch.prepare(job, {"pose_style": 1})
+    assert task.config.pose_style == 7 and task.config.seed is not None  # the random seed is fixed here
+    assert task.config.replace(seed=None) == config

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import golden
 from sadtalker_core.cli import build_parser, options_from_args
@@ -83,15 +82,27 @@ def test_bad_audio(job_args, tmp_path):
     assert "noise.wav" in error_line(run_cli(*flags(job_args)))
 
 
+def usage_error(proc: subprocess.CompletedProcess) -> str:
+    """The usage-error contract: exit 2, nothing on stdout, the last stderr line argparse's ``...: error: ...``."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert proc.stdout == "" and "Traceback" not in proc.stderr
+    return proc.stderr.splitlines()[-1]
+
+
 @pytest.mark.parametrize("flag, value, match", [
-    ("--pose_style", "99", "pose_style"),
-    ("--batch_size", "0", "batch_size"),
-    ("--size", "300", "size"),
-    ("--idle_seconds", "0", "idle_seconds"),
+    ("--pose_style", "99", "--pose_style: got 99, expected a value from 0 to 45."),
+    ("--batch_size", "0", "--batch_size: got 0, expected a value from 1 to 256."),
+    ("--idle_seconds", "0", "--idle_seconds: got 0.0, expected a value from 0.04 to 3600."),
 ])
-def test_out_of_range_values(job_args, flag, value, match):
+def test_out_of_range_values_are_usage_errors_naming_the_flag(job_args, flag, value, match):
     job_args[flag] = value
-    assert match in error_line(run_cli(*flags(job_args)))
+    assert usage_error(run_cli(*flags(job_args), timeout=120)).endswith("error: " + match)
+
+
+def test_a_box_error_names_the_flag_as_typed_on_the_command_line(job_args):
+    line = usage_error(run_cli(*flags(job_args), "--face-box", "50", "50", "10", "10", timeout=120))
+    assert line.endswith("error: --face_box: got [50.0, 50.0, 10.0, 10.0], expected x0 < x1 and y0 < y1.")
+    assert "option 'face_box'" not in line
 
 
 def test_landmarks_file_that_is_not_json(job_args, tmp_path):
@@ -116,7 +127,7 @@ def test_help_lists_the_official_flags():
         assert flag in proc.stdout
     # defaults are shown (they come from the option table)
     help_text = " ".join(proc.stdout.split())
-    assert "--batch_size BATCH_SIZE Frames rendered per network call" in help_text
+    assert "--batch_size BATCH_SIZE, --batch-size BATCH_SIZE Frames rendered per network call" in help_text
     assert "(default: 2)" in help_text and "(default: crop)" in help_text
 
 
@@ -135,7 +146,6 @@ def test_flags_map_to_options(tmp_path):
     # defaults are the official ones
     defaults = validate_options(options_from_args(build_parser().parse_args([])))
     assert defaults == validate_options(blink=True)
-    assert build_parser().parse_args([]).driven_audio == "./examples/driven_audio/bus_chinese.wav"
 
 
 def test_unreadable_landmarks_file(tmp_path):
@@ -176,7 +186,98 @@ def test_a_cli_run_writes_its_parameters_next_to_the_video(checkpoints_256, spee
                      "--checkpoint_dir", str(checkpoints_256), "--result_dir", str(tmp_path), "--face_detector",
                      "dlib", "--seed", "-1", "--quiet"])
     assert code == 0
-    video = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    out, err = capsys.readouterr()
+    video = Path(out.strip().splitlines()[-1])
     record = json.loads(video.with_suffix(".json").read_text())
     assert record["host"] == "cli" and record["video"] == video.name and record["source_image"] == "happy.png"
     assert isinstance(record["options"]["seed"], int) and record["info"]["num_frames"] == 1
+    # the random seed it used is shown, so the run can be repeated
+    assert f"seed {record['options']['seed']} (parameters in {video.stem}.json)" in err
+
+
+# -- the flags are generated from the option table -----------------------------------------------------------
+
+def _action(parser, option_string: str):
+    return parser._option_string_actions[option_string]
+
+
+def test_every_option_has_a_flag_with_the_tables_default_choices_and_help():
+    from sadtalker_core.options import OPTIONS
+
+    parser = build_parser()
+    defaults = vars(parser.parse_args([]))
+    for option in OPTIONS:
+        if option.name == "landmarks":  # a JSON file on the command line: its own test below
+            continue
+        action = _action(parser, f"--{option.name}")
+        assert action.dest == option.name and action.help == option.help, option.name
+        assert defaults[option.name] == option.default, option.name
+        if option.choices is not None:
+            assert tuple(action.choices) == option.choices, option.name
+        if option.kind == "box":
+            assert action.nargs == 4
+        if option.kind == "angles":
+            assert action.nargs == "+"
+
+
+def test_every_multi_word_flag_takes_both_spellings():
+    parser = build_parser()
+    multi_word = [s for s in parser._option_string_actions if "_" in s and not s.startswith("--no_")]
+    assert "--pose_style" in multi_word and "--checkpoint_dir" in multi_word and "--driven_audio" in multi_word
+    for flag in multi_word:
+        assert _action(parser, flag) is _action(parser, flag.replace("_", "-")), flag
+    args = parser.parse_args(["--pose-style", "3", "--expression-scale", "0.5", "--face-box", "1", "2", "3", "4",
+                              "--source-image", "a.png", "--no-blink", "--watermark-position", "top-left"])
+    assert (args.pose_style, args.expression_scale, args.face_box) == (3, 0.5, [1.0, 2.0, 3.0, 4.0])
+    assert args.source_image == "a.png" and args.blink is False and args.watermark_position == "top-left"
+    assert parser.parse_args(["--no_blink"]).blink is False and parser.parse_args([]).blink is True
+
+
+def test_choice_flags_take_any_letter_case_like_the_table():
+    assert build_parser().parse_args(["--enhancer", "restoreformer"]).enhancer == "RestoreFormer"
+
+
+def test_help_shows_every_tables_default(monkeypatch):
+    from sadtalker_core.options import OPTIONS
+
+    monkeypatch.setenv("COLUMNS", "10000")  # no line wrapping inside the help texts ("face- alignment")
+    help_text = " ".join(build_parser().format_help().split())
+    for option in OPTIONS:
+        if option.name != "landmarks":
+            assert f"{' '.join(option.help.split())} (default: {option.default})" in help_text, option.name
+
+
+# -- no input the user did not name ----------------------------------------------------------------------------
+
+def test_a_missing_audio_is_a_usage_error_naming_the_flag():
+    proc = run_cli("--source_image", str(MEDIA / "happy.png"), timeout=120)
+    line = usage_error(proc)
+    assert "--driven_audio is required" in line and "bus_chinese" not in proc.stderr
+
+
+def test_a_missing_portrait_is_a_usage_error_naming_the_flag(speech_clip):
+    line = usage_error(run_cli("--driven_audio", str(speech_clip(0.04)), timeout=120))
+    assert "--source_image is required" in line
+
+
+@pytest.mark.parametrize("argv, missing", [
+    (["--source_image", "a.png", "--idle_seconds", "2"], None),
+    (["--source_image", "a.png", "--ref_video", "r.mp4", "--ref_info", "all"], None),
+    (["--source_image", "a.png", "--ref_video", "r.mp4", "--ref_info", "pose"], "--driven_audio"),
+    (["--source_video", "v.mp4", "--driven_audio", "s.wav"], None),
+    (["--source_video", "v.mp4"], "--driven_audio"),
+    (["--driven_audio", "s.wav"], "--source_image"),
+])
+def test_which_inputs_a_command_needs(argv, missing):
+    from sadtalker_core.cli import missing_input
+    from sadtalker_core.options import GenerationConfig
+
+    args = build_parser().parse_args(argv)
+    problem = missing_input(args, GenerationConfig.from_options(options_from_args(args)))
+    assert (problem is None) if missing is None else problem.startswith(f"{missing} is required")
+
+
+def test_an_option_error_found_by_the_pipeline_names_the_flag(job_args):
+    """A face box is judged against the picture only when the face is located; that error names the flag too."""
+    line = error_line(run_cli(*flags(job_args), "--face-box", "8000", "8000", "9000", "9000"))
+    assert line.startswith("error: --face_box: [8000.0, 8000.0, 9000.0, 9000.0] lies outside the 256x256 image"), line

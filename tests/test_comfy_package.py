@@ -42,3 +42,46 @@ def test_example_workflow_sets_every_animate_widget():
     assert sorted(names - set(animate["inputs"])) == []
     assert sorted(set(animate["inputs"]) - names - {"sadtalker", "image", "audio", "save_video",
                                                     "filename_prefix"}) == []
+
+
+def _nodes_with_a_stand_in_folder_paths(monkeypatch, tmp_path):
+    """``sadtalker_comfy.nodes`` imported outside ComfyUI: its one module-level need, ``folder_paths``, is a
+    stand-in holding a model folder under ``tmp_path``."""
+    import types
+
+    folder_paths = types.ModuleType("folder_paths")
+    folder_paths.models_dir = str(tmp_path)
+    folder_paths.add_model_folder_path = lambda name, path: None
+    folder_paths.get_folder_paths = lambda name: [str(tmp_path / name)]
+    monkeypatch.setitem(sys.modules, "folder_paths", folder_paths)
+    monkeypatch.syspath_prepend(str(REPO))
+    monkeypatch.delitem(sys.modules, "sadtalker_comfy.nodes", raising=False)
+    import importlib
+
+    return importlib.import_module("sadtalker_comfy.nodes")
+
+
+def test_a_bad_widget_value_is_named_as_the_widget(monkeypatch, tmp_path):
+    import pytest
+
+    from sadtalker_core.errors import OptionError
+
+    nodes = _nodes_with_a_stand_in_folder_paths(monkeypatch, tmp_path)
+    with pytest.raises(OptionError) as caught:
+        nodes._config({"face_box": "50 50 10 10"})
+    assert str(caught.value) == "face_box: got [50.0, 50.0, 10.0, 10.0], expected x0 < x1 and y0 < y1."
+
+
+def test_an_option_error_from_deep_in_the_core_is_named_as_the_widget(monkeypatch, tmp_path):
+    """The face box is checked against the picture only when the face is located: that error is relabelled too."""
+    import pytest
+    import torch
+
+    from sadtalker_core.errors import OptionError
+
+    nodes = _nodes_with_a_stand_in_folder_paths(monkeypatch, tmp_path)
+    picture = torch.zeros((1, 64, 64, 3))
+    with pytest.raises(OptionError) as caught:
+        nodes.SadTalkerFaceCrop().crop(picture, preprocess="crop", size=256, face_detector="dlib", face_index=-1,
+                                       face_box="100 100 200 200")
+    assert str(caught.value).startswith("face_box: (100.0, 100.0, 200.0, 200.0) lies outside the 64x64 image")

@@ -182,7 +182,7 @@ def test_fan_missing_weights_name_files_and_folders(tmp_path, monkeypatch):
     with pytest.raises(CheckpointNotFoundError) as caught:
         detect_faces(np.zeros((64, 64, 3), np.uint8), "fan", weights_dir=tmp_path, download=False)
     message = str(caught.value)
-    for expected in (*FAN_LANDMARKER_FILES, str(tmp_path), "backend='dlib'", "adrianbulat.com"):
+    for expected in (*FAN_LANDMARKER_FILES, str(tmp_path), "choose the dlib face detector", "adrianbulat.com"):
         assert expected in message
 
 

@@ -58,3 +58,21 @@ def test_errors_name_the_option_as_each_front_end_shows_it(name, value, label):
 def test_unknown_options_are_refused_by_name():
     with pytest.raises(OptionError, match="unknown option.*presprocess"):
         GenerationConfig.from_options(presprocess="crop")
+
+
+def test_idle_mode_and_a_reenacted_reference_make_the_audio_unnecessary():
+    from sadtalker_core.options import GenerationConfig
+
+    assert GenerationConfig().needs_audio
+    assert not GenerationConfig.from_options(idle_seconds=2).needs_audio
+    assert not GenerationConfig.from_options(ref_video="r.mp4", ref_info="all").needs_audio
+    assert GenerationConfig.from_options(ref_video="r.mp4", ref_info="pose").needs_audio
+
+
+def test_an_unknown_option_is_named_for_front_ends():
+    from sadtalker_core.options import GenerationConfig
+
+    with pytest.raises(OptionError) as caught:
+        GenerationConfig.from_options(face_boxx=[1, 2, 3, 4])
+    assert caught.value.option == "face_boxx" and caught.value.shown_as("--face_boxx").startswith(
+        "--face_boxx: not an option. Known options: preprocess,")

@@ -307,6 +307,7 @@ def test_cli_takes_the_certificate_flags_and_refuses_half_a_pair(chain, capsys):
     assert (args.c2pa_cert, args.c2pa_key) == (str(chain["cert"]), str(chain["key"]))
     options = cli.options_from_args(args)
     assert options["watermark"] == "AI" and options["watermark_position"] == "top-left"
-    assert cli.main(["--c2pa_cert", str(chain["cert"]), "--face_detector", "dlib"]) == 1
+    assert cli.main(["--source_image", "face.png", "--driven_audio", "speech.wav", "--c2pa_cert", str(chain["cert"]),
+                     "--face_detector", "dlib"]) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "private key is missing" in error

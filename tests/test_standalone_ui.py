@@ -264,3 +264,90 @@ def test_server_reports_stage_eta_and_preview_during_a_job(tmp_path):
         assert frame.shape == (8, 8, 3) and (frame == i).all()
     assert seen[3][1]["job"]["eta_seconds"] < seen[1][1]["job"]["eta_seconds"]
     assert after["busy"] is False and after["job"] == {"active": False}
+
+
+def test_the_app_validates_once_names_a_bad_option_by_its_label_and_shows_a_random_seed(tmp_path, monkeypatch):
+    from sadtalker_core.app import build_app
+    from sadtalker_core.options import GenerationConfig
+    from test_api import _counting_validations
+
+    talkers = []
+    parts = build_app(stub_checkpoints(tmp_path / "ckpt"), tmp_path / "out", talker_factory=_stub_factory(talkers))
+    video, crop, folder, info = _call(parts, face_box="50 50 10 10")
+    assert video is None and "Face box: got [50.0, 50.0, 10.0, 10.0], expected x0 &lt; x1 and y0 &lt; y1." in info
+    assert "option &#x27;face_box&#x27;" not in info and not talkers
+
+    validations = _counting_validations(monkeypatch)
+    video, crop, folder, info = _call(parts, seed=-1, face_box="10 10 50 50")
+    assert len(validations) == 1 and isinstance(talkers[0].calls[0]["config"], GenerationConfig)
+    seed = json.loads(Path(video).with_suffix(".json").read_text())["options"]["seed"]
+    assert isinstance(seed, int) and f"<td>seed</td><td>{seed}</td>" in info
+
+
+def test_a_reference_option_error_names_the_reference_box(tmp_path):
+    from sadtalker_core.errors import OptionError
+    from sadtalker_core.ui import REF_USE_LABEL, shown_in_ui
+
+    error = OptionError("option 'ref_info': got 'x'", option="ref_info", problem="got 'x', expected pose.")
+    assert shown_in_ui(error) == f"{REF_USE_LABEL}: got 'x', expected pose."
+
+
+def test_a_job_looks_up_checkpoints_only_while_its_networks_are_not_loaded(tmp_path, monkeypatch):
+    """The runner's lookup picks the folder; once the talker ran with these settings (and located the files
+    itself when it loaded them) no further job looks them up again."""
+    from sadtalker_core import checkpoint_files as checkpoints
+    from sadtalker_core.jobs import JobRunner, RunnerConfig
+
+    lookups = []
+    locate = checkpoints.locate_checkpoints
+    monkeypatch.setattr(checkpoints, "locate_checkpoints", lambda *a, **k: lookups.append(a) or locate(*a, **k))
+    talkers = []
+    config = RunnerConfig(checkpoint_dirs=[tmp_path / "none", stub_checkpoints(tmp_path / "ckpt")],
+                          output_dir=tmp_path / "out")
+    runner = JobRunner(lambda: config, talker_factory=_stub_factory(talkers))
+    runner.run("face.png", "a.wav", {"seed": 1})
+    assert len(lookups) == 2  # the empty folder, then the one holding the files
+    runner.run("face.png", "a.wav", {"seed": 2})
+    assert len(lookups) == 2 and talkers[0].checkpoint_dir == tmp_path / "ckpt"
+    from sadtalker_core.errors import CheckpointNotFoundError
+
+    with pytest.raises(CheckpointNotFoundError):  # other networks, whose files are not there: looked up again
+        runner.run("face.png", "a.wav", {"seed": 3, "size": 512})
+    assert len(lookups) == 4
+
+
+def test_every_control_takes_its_default_choices_and_range_from_the_option_table(tmp_path):
+    from sadtalker_core.app import build_app
+    from sadtalker_core.options import OPTIONS
+    from sadtalker_core.ui import NONE_CHOICE, SLIDER_RANGES
+
+    parts = build_app(stub_checkpoints(tmp_path / "ckpt"), tmp_path / "out", talker_factory=_stub_factory([]))
+    by_id = {getattr(b, "elem_id", None): b for b in parts.blocks.blocks.values()}
+    kinds = {}
+    for option in OPTIONS:
+        control = by_id.get(f"sadtalker_{option.name}")
+        if control is None:  # the reference-video box stands for the reference options
+            continue
+        kinds[option.name] = type(control).__name__
+        if option.choices is not None:
+            choices = [c[0] if isinstance(c, (tuple, list)) else c for c in control.choices]
+            assert choices == [str(c) for c in option.choices] + ([NONE_CHOICE] if option.optional else [])
+            assert control.value == (NONE_CHOICE if option.default is None else str(option.default))
+        elif type(control).__name__ == "Slider":
+            lo, hi, _ = SLIDER_RANGES.get(option.name, (option.minimum, option.maximum, None))
+            assert (control.minimum, control.maximum, control.value) == (lo, hi, option.default), option.name
+            assert option.minimum <= lo and hi <= option.maximum, option.name
+        elif option.kind == "bool":
+            assert control.value is option.default, option.name
+    assert kinds["pose_style"] == kinds["crf"] == "Slider" and kinds["still"] == "Checkbox"
+
+
+def test_generate_without_audio_asks_for_it_in_the_apps_words(tmp_path):
+    from sadtalker_core.app import build_app
+
+    talkers = []
+    parts = build_app(stub_checkpoints(tmp_path / "ckpt"), tmp_path / "out", talker_factory=_stub_factory(talkers))
+    video, crop, folder, info = _call(parts, audio=None)
+    assert video is None and "Add the driving audio" in info and "Idle seconds" in info and not talkers
+    video, crop, folder, info = _call(parts, audio=None, idle_seconds="2")
+    assert video is not None and talkers[0].calls[0]["options"]["idle_seconds"] == 2.0

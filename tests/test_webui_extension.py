@@ -414,3 +414,17 @@ def test_c2pa_settings_reach_the_job(make_host, tmp_path):
 
     shared.opts.sadtalker_c2pa_cert = ""
     assert client.post("/sadtalker/v1/generate", json=payload).status_code == 200
+
+
+def test_the_default_settings_take_choices_and_defaults_from_the_option_table(make_host):
+    host = make_host()
+    host.start()
+    from modules import shared
+
+    from sadtalker_core.options import OPTIONS_BY_NAME
+
+    for name in tab_module().DEFAULT_SETTINGS:
+        option, setting = OPTIONS_BY_NAME[name], shared.opts.data_labels[f"sadtalker_{name}"]
+        expected = [str(c) for c in option.choices] + (["none"] if option.optional else [])
+        assert setting.component_args["choices"] == expected, name
+        assert setting.default == ("none" if option.default is None else str(option.default)), name

@@ -217,14 +217,16 @@ def select_face(faces: Sequence[Face], face_index: Optional[int] = None) -> Face
     """The largest face, or ``faces[face_index]`` (faces are sorted largest first)."""
     if not faces:
         raise NoFaceError("No face was found in the source image. Use a photo with a clearly visible face, or "
-                          "pass face_box=(x0, y0, x1, y1) around the face in pixels to skip detection.")
+                          "give a face box (x0 y0 x1 y1, pixels) around the face to skip detection.")
     if face_index is None:
         return faces[0]
     if isinstance(face_index, bool) or not isinstance(face_index, (int, np.integer)):
-        raise OptionError(f"face_index must be an integer (0 = largest face), got {face_index!r}.")
+        raise OptionError(f"face_index must be an integer (0 = largest face), got {face_index!r}.",
+                          option="face_index", problem=f"got {face_index!r}, expected an integer (0 = largest face).")
     if not 0 <= face_index < len(faces):
-        raise OptionError(f"face_index {face_index} is out of range: {len(faces)} face(s) found, so use 0.."
-                          f"{len(faces) - 1} (0 = largest), or pass face_box to pick a face by position.")
+        problem = (f"{face_index} is out of range: {len(faces)} face(s) found, so use 0..{len(faces) - 1} "
+                   "(0 = largest), or give a face box to pick a face by position.")
+        raise OptionError(f"face_index {problem}", option="face_index", problem=problem)
     return faces[int(face_index)]
 
 
@@ -244,10 +246,10 @@ def locate_face(image: np.ndarray, *, backend: str = "fan", landmarks=None,
     faces = detect_faces(image, backend, face_box=face_box, **backend_options)
     if not faces:
         height, width = np.shape(image)[:2]
-        hint = ", or try backend='fan'" if backend == "dlib" else ""
+        hint = ", or try the fan face detector" if backend == "dlib" else ""
         raise NoFaceError(f"No face found in the {width}x{height} source image by the {backend} backend. Use a "
-                          "photo with a clearly visible, roughly frontal face, or pass face_box=(x0, y0, x1, y1) "
-                          f"around the face in pixels{hint}.")
+                          "photo with a clearly visible, roughly frontal face, or give a face box (x0 y0 x1 y1, "
+                          f"pixels) around the face{hint}.")
     return select_face(faces, face_index)
 
 
@@ -256,7 +258,8 @@ def locate_face(image: np.ndarray, *, backend: str = "fan", landmarks=None,
 
 def _check_backend(backend: str) -> str:
     if backend not in BACKENDS:
-        raise OptionError(f"Unknown landmark backend {backend!r}. Use one of: {', '.join(BACKENDS)}.")
+        raise OptionError(f"Unknown landmark backend {backend!r}. Use one of: {', '.join(BACKENDS)}.",
+                          option="face_detector", problem=f"got {backend!r}, expected one of {', '.join(BACKENDS)}.")
     return backend
 
 
@@ -272,13 +275,17 @@ def _check_box(face_box, width: int, height: int) -> Box:
     try:
         x0, y0, x1, y1 = (float(v) for v in face_box)
     except (TypeError, ValueError) as error:
-        raise OptionError(f"face_box must be four numbers (x0, y0, x1, y1) in pixels, got {face_box!r}.") from error
+        raise OptionError(f"face_box must be four numbers (x0, y0, x1, y1) in pixels, got {face_box!r}.",
+                          option="face_box", problem=f"got {face_box!r}, expected four numbers x0 y0 x1 y1 in "
+                          "pixels.") from error
     if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or x1 <= x0 or y1 <= y0:
-        raise OptionError(f"face_box {face_box!r} is empty or invalid: it needs x0 < x1 and y0 < y1 (pixels).")
+        problem = f"{face_box!r} is empty or invalid: it needs x0 < x1 and y0 < y1 (pixels)."
+        raise OptionError(f"face_box {problem}", option="face_box", problem=problem)
     x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))
     if x1 - x0 < 2 or y1 - y0 < 2:
-        raise OptionError(f"face_box {face_box!r} lies outside the {width}x{height} image. Give the box in this "
-                          "image's pixel coordinates.")
+        problem = (f"{face_box!r} lies outside the {width}x{height} image. Give the box in this image's pixel "
+                   "coordinates.")
+        raise OptionError(f"face_box {problem}", option="face_box", problem=problem)
     return (x0, y0, x1, y1)
 
 
@@ -309,8 +316,6 @@ def _find_fan_file(names: Sequence[str], weights_dir) -> Path | None:
 
 def _fan_file(names: Sequence[str], weights_dir, download: bool) -> Path:
     """The first of ``names`` in the checkpoint folder or torch.hub's cache, downloaded there if allowed."""
-    import torch.hub
-
     found = _find_fan_file(names, weights_dir)
     if found is not None:
         return found
@@ -318,7 +323,7 @@ def _fan_file(names: Sequence[str], weights_dir, download: bool) -> Path:
     hub = folders[-1]
     primary = names[0]
     where = " or ".join(str(folder) for folder in folders)
-    fix = (f"Download {_FAN_URLS[primary]} and put it in the checkpoint folder, or use backend='dlib' "
+    fix = (f"Download {_FAN_URLS[primary]} and put it in the checkpoint folder, or choose the dlib face detector "
            "(offline). ")
     if download:
         from ..download import fetch_file  # the checkpoints' downloader: resumes a cut transfer next time
@@ -338,8 +343,9 @@ def _face_alignment():
     try:
         import face_alignment
     except ImportError as error:
-        raise OptionError(f"The fan face backend needs face-alignment ({error}): pip install face-alignment "
-                          "numba, or use face_detector 'dlib'.") from None
+        problem = (f"the fan face backend needs face-alignment ({error}): pip install face-alignment numba, or "
+                   "choose dlib.")
+        raise OptionError(f"face_detector: {problem}", option="face_detector", problem=problem) from None
     return face_alignment
 
 
@@ -428,8 +434,8 @@ def _dlib():
     try:
         import dlib
     except ImportError as error:
-        raise OptionError("The dlib face backend needs dlib: pip install dlib-bin face_recognition_models, or "
-                          "use backend='fan'.") from error
+        problem = "the dlib face backend needs dlib: pip install dlib-bin face_recognition_models, or choose fan."
+        raise OptionError(f"face_detector: {problem}", option="face_detector", problem=problem) from error
     return dlib
 
 

@@ -39,13 +39,19 @@ class StubTalker:
         self.unloaded += 1
 
     def generate(self, source_image, driven_audio=None, *, result_dir=None, output_path=None, progress=None,
-                 cancel=None, preview=None, source_video=None, **options):
-        from sadtalker_core.errors import Cancelled
-        from sadtalker_core.options import validate_options
+                 cancel=None, preview=None, source_video=None, config=None, **options):
+        import random
 
-        options = validate_options(options)
+        from sadtalker_core.errors import Cancelled
+        from sadtalker_core.options import GenerationConfig
+
+        given = config
+        options = GenerationConfig.from_options(config, **options).to_dict()
+        if options["seed"] is None:  # like the pipeline: a random run reports the seed it used
+            options["seed"] = random.getrandbits(48)
+        # "config" is the GenerationConfig a front end handed on (None when it passed loose options)
         self.calls.append({"source_image": source_image, "driven_audio": driven_audio, "options": options,
-                           "result_dir": result_dir, "source_video": source_video})
+                           "result_dir": result_dir, "source_video": source_video, "config": given})
         for stage in ("load", "face", "audio", "coeffs"):
             if progress:
                 progress(stage, 0, 1)
