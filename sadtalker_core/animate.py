@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .coeffs import CROP_PARAM_SIZE, EXPRESSION_POSE_SIZE
 from .errors import Cancelled, InputError
-from .modes import pastes_back
+from .options import Preprocess
 from .progress import Stage
 
 SEMANTIC_RADIUS = 13
@@ -33,7 +33,7 @@ Progress = Callable[[str, int, int], None]
 
 def source_semantics(source_coeff, preprocess: str) -> np.ndarray:
     """The source row repeated over the 27-frame window: (1, C, 27) float32, C = 73 in full modes else 70."""
-    width = EXPRESSION_POSE_SIZE + (CROP_PARAM_SIZE if pastes_back(preprocess) else 0)
+    width = EXPRESSION_POSE_SIZE + (CROP_PARAM_SIZE if Preprocess(preprocess).pastes_back else 0)
     row = np.asarray(source_coeff, dtype=np.float32).reshape(1, -1)[:, :width]
     return np.repeat(row[:, :, None], 2 * SEMANTIC_RADIUS + 1, axis=2)
 
@@ -48,7 +48,7 @@ def render_targets(generated: np.ndarray, source_coeff, preprocess: str, still: 
     source = np.asarray(source_coeff, dtype=np.float32).reshape(1, -1)
     targets = np.array(np.asarray(generated, dtype=np.float32)[:, :EXPRESSION_POSE_SIZE], copy=True)
     targets[:, :POSE_START] = targets[:, :POSE_START] * np.float32(expression_scale)
-    if pastes_back(preprocess):
+    if Preprocess(preprocess).pastes_back:
         crop_params = source[:, EXPRESSION_POSE_SIZE:EXPRESSION_POSE_SIZE + CROP_PARAM_SIZE]
         targets = np.concatenate([targets, np.repeat(crop_params, len(targets), 0)], 1)
     if still:

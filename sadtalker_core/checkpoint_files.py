@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .download import Progress, ensure_checkpoints, how_to_get
 from .errors import CheckpointNotFoundError, OptionError
-from .modes import pastes_back
+from .options import Preprocess
 from .options import PREPROCESS_MODES, SIZES
 
 CHECKPOINTS_ENV = "SADTALKER_CHECKPOINTS"
@@ -57,7 +57,7 @@ def safetensors_name(size: int) -> str:
 
 def mapping_name(preprocess: str) -> str:
     """The MappingNet file the official code uses for a preprocess mode."""
-    coeff_nc = 73 if pastes_back(preprocess) else 70
+    coeff_nc = 73 if Preprocess(preprocess).pastes_back else 70
     return next(name for name, nc in MAPPING_FILES.items() if nc == coeff_nc)
 
 

@@ -31,7 +31,7 @@ from . import animate, audio, coeffs, paste, stages, video
 from .errors import InputError, NoFaceError, OptionError, VideoError
 from .face import align, crop, landmarks
 from .models import ModelRuntime
-from .modes import shows_margin
+from .options import Preprocess
 from .options import NOT_WITH_VIDEO
 from .progress import Stage
 
@@ -61,7 +61,7 @@ def check_options(opts: dict) -> None:
 
 def paste_mode(preprocess: str) -> str:
     """Dubbing always pastes back into the frame: ``extfull`` for the ext* modes (larger box), else ``full``."""
-    return "extfull" if shows_margin(preprocess) else "full"
+    return "extfull" if Preprocess(preprocess).shows_margin else "full"
 
 
 def pingpong_indices(num_output: int, num_frames: int) -> np.ndarray:

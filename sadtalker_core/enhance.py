@@ -2,7 +2,7 @@
 (Real-ESRGAN x2) through spandrel, batched on the device.
 
 The official enhancer re-decodes the finished video and, per frame, detects the face again, aligns it to
-512, restores it, parses it and pastes it back (spec 1.22). Here the face's location is known: the
+512, restores it, parses it and pastes it back. Here the face's location is known: the
 rendered frames *are* the face crop (crop/full modes: the FFHQ-style quad box that the 512 restorers are
 trained on; ext modes: a larger box with the quad inside). So frames are restored before paste-back:
 the face region is resampled to 512, restored, resampled back (or to a larger ``out_size``, which is the

@@ -20,7 +20,7 @@ from . import animate, coeffs
 from .checkpoint_files import default_checkpoint_dir, locate_checkpoints
 from .errors import OptionError
 from .face import landmarks
-from .modes import pastes_back
+from .options import Preprocess
 from .nets.inference import optimize_for_inference
 from .network_loading import build_networks
 
@@ -90,7 +90,7 @@ class PrecisionGenerator:
 
 
 def _family(preprocess: str) -> str:
-    return "full" if pastes_back(preprocess) else "crop"
+    return "full" if Preprocess(preprocess).pastes_back else "crop"
 
 
 class ModelRuntime:

@@ -40,6 +40,20 @@ class Preprocess(Choice):
     FULL = "full"
     EXTFULL = "extfull"
 
+    # What each mode means for the pipeline, stated once: crop renders the tight face box, extcrop the face with
+    # a margin, resize the whole picture squashed to a square; full / extfull render like crop / extcrop and
+    # paste the face back into the whole picture.
+    @property
+    def pastes_back(self) -> bool:
+        """full / extfull: the rendered face goes back into the original picture (and the coefficient rows
+        carry the 3 crop parameters the full-mode MappingNet reads)."""
+        return self in (Preprocess.FULL, Preprocess.EXTFULL)
+
+    @property
+    def shows_margin(self) -> bool:
+        """extcrop / extfull: the frame shows the crop box with its margin around the face."""
+        return self in (Preprocess.EXTCROP, Preprocess.EXTFULL)
+
 
 class Enhancer(Choice):
     GFPGAN = "gfpgan"

@@ -27,7 +27,7 @@ from .errors import AudioError, ImageError, InputError
 from .face import align, crop
 from .face.crop import CropInfo
 from .models import ModelRuntime
-from .modes import pastes_back, shows_margin
+from .options import Preprocess
 from .progress import Stage
 
 ProgressFn = Callable[[str, int, int], None]
@@ -244,9 +244,9 @@ class FrameFinisher:
         self.crop_info, self.size = crop_info, size
         self.face_enhancer, self.upscaler = face_enhancer, upscaler
         scale = upscaler.scale if upscaler is not None else 1
-        self.face_box = crop_info.face_box_in_frame(size) if shows_margin(preprocess) else None
+        self.face_box = crop_info.face_box_in_frame(size) if Preprocess(preprocess).shows_margin else None
         self.paster = None
-        if pastes_back(preprocess):
+        if Preprocess(preprocess).pastes_back:
             background, box = image, paste.paste_box(crop_info, preprocess)
             if upscaler is not None:
                 picture = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255.0)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from golden import MEDIA
-from sadtalker_core import modes
+from sadtalker_core.options import Preprocess
 from sadtalker_core.errors import CheckpointNotFoundError, CorruptCheckpointError, NoFaceError, OptionError
 from sadtalker_core.face import align, crop, landmarks
 from sadtalker_core.face.landmarks import (FAN_DETECTOR_FILE, FAN_LANDMARKER_FILES, detect_faces, detector_status,
@@ -107,9 +107,9 @@ def test_no_face_raises_with_a_fix(images):
     below_the_face = np.ascontiguousarray(images["full_body_1.png"][500:])
     for picture in (flat_gray, below_the_face):
         assert detect_faces(picture, "dlib") == []
-        with pytest.raises(NoFaceError, match=r"No face found .* face_box=\(x0, y0, x1, y1\)"):
+        with pytest.raises(NoFaceError, match=r"No face found .* give a face box \(x0 y0 x1 y1, pixels\)"):
             locate_face(picture, backend="dlib")
-    with pytest.raises(NoFaceError, match="face_box"):
+    with pytest.raises(NoFaceError, match="give a face box"):
         landmarks.select_face([])
 
 
@@ -295,7 +295,7 @@ def test_crop_frame_is_the_described_region(name, mode, images, dlib_faces):
     clx, cly, crx, cry = crop_box
     inner = (clx + int(quad[0]), cly + int(quad[1]), clx + int(quad[2]), cly + int(quad[3]))
     assert size_wh == (inner[2] - inner[0], inner[3] - inner[1])
-    assert result.region == (crop_box if modes.shows_margin(mode) else inner)
+    assert result.region == (crop_box if Preprocess(mode).shows_margin else inner)
     assert clx <= inner[0] < inner[2] <= crx and cly <= inner[1] < inner[3] <= cry
 
 
@@ -321,7 +321,7 @@ def test_huge_face_shrink_path_maps_boxes_to_the_original(images, dlib_faces):
         boxes = np.array(result.crop_info.crop_box), np.array(reference.crop_info.crop_box)
         assert np.abs(boxes[0] - boxes[1] * factor).max() <= 2 * factor
         x0, y0, x1, y1 = result.region
-        assert result.crop_info.size_wh == (x1 - x0, y1 - y0) or modes.shows_margin(mode)
+        assert result.crop_info.size_wh == (x1 - x0, y1 - y0) or Preprocess(mode).shows_margin
         assert np.abs(result.frame.astype(int) - reference.frame).mean() < 8
         assert np.abs(result.landmarks_in_frame - reference.landmarks_in_frame).max() < 3
 

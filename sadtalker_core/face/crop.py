@@ -6,7 +6,8 @@ inside it (``crop``/``full``). :class:`CropInfo` holds the official crop tuple's
 (``size_wh``, ``crop_box``, ``quad_box``) for paste-back and the aspect-ratio restore; ``quad_box`` is
 relative to the crop box.
 
-Two deliberate differences, both invisible whenever the official result is self-consistent (the golden kit):
+Two deliberate differences, both invisible whenever the official result is self-consistent (as in every recorded
+official run the parity tests replay):
 
 * Faces whose quad is >= 2048 px are analysed on an image shrunk by an integer factor, exactly like the
   official code (the pixels still come from ``cv2.resize`` of the original to the shrunk size; the official
@@ -26,7 +27,7 @@ import cv2
 import numpy as np
 
 from ..errors import NoFaceError, OptionError
-from ..modes import shows_margin
+from ..options import Preprocess
 from ..options import PREPROCESS_MODES
 from .landmarks import as_landmarks68
 
@@ -153,7 +154,7 @@ def crop_face(image: np.ndarray, landmarks: np.ndarray, mode: str = "crop", size
     rx = min(rx, crx - clx)
     ry = min(ry, cry - cly)
     inner = (clx + int(lx), cly + int(ly), clx + int(rx), cly + int(ry))
-    shown = geometry.crop_box if shows_margin(mode) else inner
+    shown = geometry.crop_box if Preprocess(mode).shows_margin else inner
 
     analysed = image
     if geometry.shrink > 1:
@@ -172,7 +173,7 @@ def crop_face(image: np.ndarray, landmarks: np.ndarray, mode: str = "crop", size
     crop_info = CropInfo((inner_box[2] - inner_box[0], inner_box[3] - inner_box[1]), crop_box, relative)
     # Landmarks go through the analysis image (cv2's pixel-centre convention) so they match the pixels.
     lm_analysed = (lm.astype(np.float64) + 0.5) / np.array(scale) - 0.5
-    region = crop_box if shows_margin(mode) else inner_box
+    region = crop_box if Preprocess(mode).shows_margin else inner_box
     return CropResult(frame, crop_info, map_landmarks(lm_analysed, shown, size), region)
 
 
