@@ -31,8 +31,7 @@ from . import animate, audio, coeffs, paste, stages, video
 from .errors import InputError, NoFaceError, OptionError, VideoError
 from .face import align, crop, landmarks
 from .models import ModelRuntime
-from .options import Preprocess
-from .options import NOT_WITH_VIDEO
+from .options import NOT_WITH_VIDEO, GenerationConfig, Preprocess
 from .progress import Stage
 
 #: temporal smoothing of the tracked landmarks (in frames): removes detector jitter, keeps head motion
@@ -48,9 +47,9 @@ MOUTH_FEATHER = 0.06
 _MIX_RATE = 48000
 
 
-def check_options(opts: dict) -> None:
+def check_options(config: GenerationConfig) -> None:
     """Refuses options that have no meaning when the source is a video (the video gives pose and blinks)."""
-    given = [name for name in NOT_WITH_VIDEO if opts.get(name) is not None]
+    given = [name for name in NOT_WITH_VIDEO if getattr(config, name) is not None]
     if given:
         problem = ("cannot be used when dubbing a video: dubbing takes the head pose, eyes and face position from "
                    "the video itself. Remove it, or animate a still image instead.")
@@ -204,13 +203,13 @@ class _Clip:
         return crop.crop_face(frame, self.points[index], self.mode, self.size)
 
 
-def dub_video(runtime: ModelRuntime, source_video, driven_audio, opts: dict, out_path: Path, job, delivery
-              ) -> tuple[dict, np.ndarray]:
+def dub_video(runtime: ModelRuntime, source_video, driven_audio, config: GenerationConfig, out_path: Path, job,
+              delivery) -> tuple[dict, np.ndarray]:
     """Renders the dubbed video to ``out_path``; returns (info, crop preview). ``runtime`` holds the networks
     and detectors; ``job`` reports the stages (``stage(name, done, total)``, ``check()`` for cancellation,
     ``progress``); ``delivery(frame_size)`` is what the frames and the file get on their way out
     (watermark, previews, provenance; see ``pipeline``)."""
-    check_options(opts)
+    check_options(config)
     if not isinstance(source_video, (str, os.PathLike)):
         raise VideoError(f"source_video must be a path to a video file, got {type(source_video).__name__}.")
     if driven_audio is None:
@@ -219,8 +218,8 @@ def dub_video(runtime: ModelRuntime, source_video, driven_audio, opts: dict, out
     meta = video.video_info(path)
     if not meta.n_frames:
         raise VideoError(f"{path.name} has no video frames (zero-length video); give a video with a face in it.")
-    fps = float(meta.fps or opts["fps"])
-    mode, size = paste_mode(opts["preprocess"]), opts["size"]
+    fps = float(meta.fps or config.fps)
+    mode, size = paste_mode(config.preprocess), config.size
 
     job.stage(Stage.AUDIO)
     features = audio.prepare_audio(driven_audio, fps=fps)
@@ -233,23 +232,23 @@ def dub_video(runtime: ModelRuntime, source_video, driven_audio, opts: dict, out
     try:
         needed = min(num_output, meta.n_frames)
         job.stage(Stage.FACE, 0, needed)
-        detector, detector_note = stages.face_backend(runtime, opts["face_detector"])
-        clip = _track(runtime, path, store, detector, opts, needed, mode, size, job)
+        detector, detector_note = stages.face_backend(runtime, config.face_detector)
+        clip = _track(runtime, path, store, detector, config, needed, mode, size, job)
         indices = pingpong_indices(num_output, store.count)
 
         job.stage(Stage.COEFFS)
         _frame_coefficients(runtime, clip)
-        expression = _expressions(runtime, features, clip, indices, opts)
+        expression = _expressions(runtime, features, clip, indices, config)
 
-        if opts["video_audio_volume"] > 0 and meta.has_audio:
+        if config.video_audio_volume > 0 and meta.has_audio:
             track: Any = _mixed_track(driven_audio, path, num_output, store.count, fps,
-                                      opts["video_audio_volume"])
+                                      config.video_audio_volume)
         else:
             track = driven_audio
         # created only now, so a call that fails on its inputs leaves no new folder behind
         out_path.parent.mkdir(parents=True, exist_ok=True)
         job.stage(Stage.RENDER, 0, num_output)
-        output_size, marks = _render(runtime, clip, expression, indices, opts, fps, track, out_path, job, delivery)
+        output_size, marks = _render(runtime, clip, expression, indices, config, fps, track, out_path, job, delivery)
         preview = clip.crop(int(np.argmax(clip.found))).frame
     finally:
         store.close()
@@ -264,10 +263,10 @@ def dub_video(runtime: ModelRuntime, source_video, driven_audio, opts: dict, out
     return info, preview
 
 
-def _track(runtime: ModelRuntime, path: Path, store: FrameStore, detector: str, opts: dict, needed: int, mode: str,
-           size: int, job) -> _Clip:
+def _track(runtime: ModelRuntime, path: Path, store: FrameStore, detector: str, config: GenerationConfig,
+           needed: int, mode: str, size: int, job) -> _Clip:
     """Decodes the frames the output needs into ``store`` and tracks the face through them."""
-    tracker = FaceTracker(opts["face_index"])
+    tracker = FaceTracker(config.face_index)
     points, found = [], []
     for i, frame in enumerate(video.read_video_frames(path, max_frames=needed)):
         job.stage(Stage.FACE, i, needed)
@@ -299,13 +298,13 @@ def _frame_coefficients(runtime: ModelRuntime, clip: _Clip) -> None:
 
 
 def _expressions(runtime: ModelRuntime, features: audio.AudioFeatures, clip: _Clip, indices: np.ndarray,
-                 opts: dict) -> np.ndarray:
+                 config: GenerationConfig) -> np.ndarray:
     """Expression (T, 64) per output frame: ExpNet on the speech, each frame's own expression as reference.
     Generated blinks only when the whole face is re-rendered (mouth_only keeps the video's eyes)."""
     num_output = len(indices)
     ratio = np.zeros((num_output, 1), np.float32)
-    if opts["blink"] and not opts["mouth_only"]:
-        ratio = coeffs.blink_ratio(num_output, random.Random(opts["seed"]))
+    if config.blink and not config.mouth_only:
+        ratio = coeffs.blink_ratio(num_output, random.Random(config.seed))
     device = runtime.device
     windows = torch.from_numpy(features.windows).to(device)[None, :, None]
     ref = torch.from_numpy(clip.coeff[indices, :coeffs.EXPRESSION_SIZE]).to(device)[None]
@@ -313,15 +312,15 @@ def _expressions(runtime: ModelRuntime, features: audio.AudioFeatures, clip: _Cl
     return exp[0].float().cpu().numpy()
 
 
-def _render(runtime: ModelRuntime, clip: _Clip, expression: np.ndarray, indices: np.ndarray, opts: dict,
-            fps: float, track, out_path: Path, job, delivery) -> tuple[tuple[int, int], dict]:
+def _render(runtime: ModelRuntime, clip: _Clip, expression: np.ndarray, indices: np.ndarray,
+            config: GenerationConfig, fps: float, track, out_path: Path, job, delivery) -> tuple[tuple[int, int], dict]:
     """Streams the output: batches of output frames, the ones with a face rendered together and pasted back,
     the others passed through; returns the encoded (width, height) and the delivery's info."""
-    num_output, batch = len(indices), opts["batch_size"]
+    num_output, batch = len(indices), config.batch_size
     height, width = clip.store.shape[:2]
     out = delivery((width, height))
     with video.VideoWriter(out_path, (width, height), fps=fps, audio=track, duration=num_output / fps,
-                           crf=opts["crf"], audio_sample_rate=_MIX_RATE, **out.writer_options()) as writer:
+                           crf=config.crf, audio_sample_rate=_MIX_RATE, **out.writer_options()) as writer:
         for start in range(0, num_output, batch):
             job.check()
             ts = np.arange(start, min(start + batch, num_output))
@@ -329,10 +328,10 @@ def _render(runtime: ModelRuntime, clip: _Clip, expression: np.ndarray, indices:
             faces = [k for k, t in enumerate(ts) if clip.found[indices[t]]]
             if faces:
                 rendered = _render_faces(runtime, clip, expression, indices, ts[faces], [frames[k] for k in faces],
-                                         opts["expression_scale"])
+                                         config.expression_scale)
                 for k, face in zip(faces, rendered):
                     i = indices[ts[k]]
-                    frames[k] = _paste(frames[k], face, clip.crop_infos[i], clip.points[i], clip.mode, opts,
+                    frames[k] = _paste(frames[k], face, clip.crop_infos[i], clip.points[i], clip.mode, config,
                                        runtime.device)
             out.write(writer, np.stack(frames))
             job.stage(Stage.RENDER, int(ts[-1]) + 1, num_output)
@@ -357,13 +356,13 @@ def _render_faces(runtime: ModelRuntime, clip: _Clip, expression: np.ndarray, in
                                      clip.size, clip.mode)
 
 
-def _paste(frame: np.ndarray, face: torch.Tensor, crop_info: crop.CropInfo, lm: np.ndarray, mode: str, opts: dict,
-           device) -> np.ndarray:
+def _paste(frame: np.ndarray, face: torch.Tensor, crop_info: crop.CropInfo, lm: np.ndarray, mode: str,
+           config: GenerationConfig, device) -> np.ndarray:
     """The rendered face pasted into its own frame (``blend``); with ``mouth_only`` only the feathered
     lower-face region takes the pasted pixels."""
-    pasted = paste.Paster(frame, paste.paste_box(crop_info, mode), blend=opts["blend"], device=device
+    pasted = paste.Paster(frame, paste.paste_box(crop_info, mode), blend=config.blend, device=device
                           ).paste(face[None])[0].cpu().numpy()
-    if not opts["mouth_only"]:
+    if not config.mouth_only:
         return pasted
     weight = mouth_mask(lm, *frame.shape[:2])[..., None]
     # outside the paste box pasted == frame bit for bit, so the blend leaves those pixels unchanged

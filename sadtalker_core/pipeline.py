@@ -11,6 +11,7 @@ aspect restore / paste-back / optional face restoration on the way; AAC audio mu
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
@@ -36,9 +37,14 @@ PreviewFn = Callable[[np.ndarray], None]
 @dataclass
 class GenerationResult:
     video_path: Path
-    options: dict[str, Any]
+    config: GenerationConfig  # the options used, the seed of a random run included
     info: dict[str, Any] = field(default_factory=dict)
     crop_preview: np.ndarray | None = None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options used as plain JSON values (what the parameters file records)."""
+        return self.config.to_dict()
 
 
 class _Job:
@@ -114,71 +120,71 @@ class SadTalker:
         if (source_image is None) == (source_video is None):
             raise InputError("give exactly one source: source_image (a picture to animate) or source_video (a "
                              "video to dub), " + ("not both." if source_video is not None else "none was given."))
-        opts = GenerationConfig.from_options(config, **options).to_dict()
+        config = GenerationConfig.from_options(config, **options)
         if signing is None:
             signing = provenance.C2paCredentials.resolve()
-        if opts["seed"] is None:
+        if config.seed is None:
             # Runs vary like the original, but the seed used is reported so any run can be reproduced.
-            opts["seed"] = int.from_bytes(os.urandom(6), "little")
+            config = dataclasses.replace(config, seed=int.from_bytes(os.urandom(6), "little"))
         job = _Job(progress, cancel)
         started = time.perf_counter()
         out_path = self._output_path(result_dir, output_path)
         hooks = dict(preview=preview, on_frames=on_frames, signing=signing)
         if source_video is not None:
-            return self._dub(source_video, driven_audio, opts, out_path, job, started, hooks)
-        o, pick, runtime = opts, functools.partial(_pick, opts), self.runtime
+            return self._dub(source_video, driven_audio, config, out_path, job, started, hooks)
+        pick, runtime = functools.partial(_pick, config), self.runtime
         try:
             # the cheap input checks come first: a wrong path must not wait for (or download) the networks
             job.stage(Stage.AUDIO)
             features, track = stages.driving_audio(driven_audio, **pick(*_AUDIO_OPTIONS))
             image = stages.load_source(source_image)
             job.stage(Stage.LOAD)
-            runtime.prepare(o["size"], o["preprocess"], progress=job.progress)
+            runtime.prepare(config.size, config.preprocess, progress=job.progress)
             job.stage(Stage.FACE)
             paths = pick(*stages.REFERENCE_ROLES)
-            detector, note = stages.face_backend(runtime, o["face_detector"], landmarks=o["landmarks"],
+            detector, note = stages.face_backend(runtime, config.face_detector, landmarks=config.landmarks,
                                                  references=paths.values())
-            backend = detector or o["face_detector"]
+            backend = detector or config.face_detector
             source = stages.analyse_source(runtime, image, backend=backend, **pick(*_SOURCE_OPTIONS))
             references = stages.reference_coefficients(
-                runtime, paths, backend=backend, preprocess=o["preprocess"], progress=job.stage,
-                max_frames=None if o["ref_info"] == "all" else features.num_frames)
+                runtime, paths, backend=backend, preprocess=config.preprocess, progress=job.stage,
+                max_frames=None if config.ref_info == "all" else features.num_frames)
             job.stage(Stage.COEFFS)
             motion = stages.motion_coefficients(runtime, features, source, references, **pick(*_MOTION_OPTIONS))
             # created only now, so a call that fails on its inputs leaves no new folder behind either
             out_path.parent.mkdir(parents=True, exist_ok=True)
             if keep_intermediates:
                 np.save(out_path.with_suffix(".coeffs.npy"), motion.coefficients)
-            delivery = functools.partial(_Delivery, o, out_path, job, ingredients=_ingredients((source_image, track)),
-                                         **hooks)
+            delivery = functools.partial(_Delivery, config, out_path, job,
+                                         ingredients=_ingredients((source_image, track)), **hooks)
             rendered = stages.render_portrait(runtime, image, source, motion, track, out_path, delivery,
                                               progress=job.stage, cancel=job.cancel, **pick(*_RENDER_OPTIONS))
         except BaseException:
             out_path.with_suffix(".coeffs.npy").unlink(missing_ok=True)
             raise
         job.finish()
-        info = {"num_frames": motion.num_frames, "fps": o["fps"], "duration_s": motion.num_frames / o["fps"],
-                "size": o["size"], "face_detector": note or detector or "landmarks given",
+        info = {"num_frames": motion.num_frames, "fps": config.fps, "duration_s": motion.num_frames / config.fps,
+                "size": config.size, "face_detector": note or detector or "landmarks given",
                 **self._run_info(job, started), **rendered}
-        return GenerationResult(video_path=out_path, options=opts, info=info, crop_preview=source.frame)
+        return GenerationResult(video_path=out_path, config=config, info=info, crop_preview=source.frame)
 
     def _run_info(self, job: _Job, started: float) -> dict:
         return {"device": str(self.device), "precision": str(self.runtime.render_dtype).replace("torch.", ""),
                 "seconds": {k: round(v, 3) for k, v in job.seconds.items()},
                 "total_seconds": round(time.perf_counter() - started, 3)}
 
-    def _dub(self, source_video, driven_audio, opts: dict, out_path: Path, job: _Job, started: float,
+    def _dub(self, source_video, driven_audio, config: GenerationConfig, out_path: Path, job: _Job, started: float,
              hooks: dict) -> GenerationResult:
         from . import dub
 
         def delivery(frame_size: tuple[int, int]) -> _Delivery:
-            return _Delivery(opts, out_path, job, frame_size, ingredients=(
+            return _Delivery(config, out_path, job, frame_size, ingredients=(
                 (source_video, "source video"), (driven_audio, "driving audio")), **hooks)
 
-        info, preview = dub.dub_video(self.runtime, source_video, driven_audio, opts, out_path, job, delivery)
+        info, preview = dub.dub_video(self.runtime, source_video, driven_audio, config, out_path, job, delivery)
         job.finish()
         info.update(self._run_info(job, started))
-        return GenerationResult(video_path=out_path, options=opts, info=info, crop_preview=preview)
+        return GenerationResult(video_path=out_path, config=config, info=info, crop_preview=preview)
 
     # -- stages -------------------------------------------------------------------------------------------
     @staticmethod
@@ -207,15 +213,15 @@ class _Delivery:
     """What every written frame and file gets on its way out, whichever path rendered it (a portrait or a
     dubbed video): the watermark, the live preview and frame hooks, the provenance tags and the signature."""
 
-    def __init__(self, opts: dict, out_path: Path, job: _Job, frame_size: tuple[int, int], *,
+    def __init__(self, config: GenerationConfig, out_path: Path, job: _Job, frame_size: tuple[int, int], *,
                  preview: PreviewFn | None, on_frames: PreviewFn | None,
                  signing: provenance.C2paCredentials | None, ingredients: tuple = ()):
         self.preview, self.on_frames = preview, on_frames
         self.mark = None
-        if opts["watermark"]:
-            self.mark = provenance.Watermark(opts["watermark"], frame_size, opts["watermark_position"],
-                                             opts["watermark_opacity"])
-        self.digest = provenance.params_digest(opts)
+        if config.watermark:
+            self.mark = provenance.Watermark(config.watermark, frame_size, config.watermark_position,
+                                             config.watermark_opacity)
+        self.digest = provenance.params_digest(config.to_dict())
         self.sign = None
         if signing is not None and out_path.suffix.lower() in (".mp4", ".m4v", ".mov"):
             provenance.require_c2pa()  # before any frame is rendered, not after the last
@@ -260,6 +266,6 @@ _RENDER_OPTIONS = ("size", "preprocess", "fps", "crf", "batch_size", "blend", "s
                    "background_enhancer")
 
 
-def _pick(opts, *names: str) -> dict:
+def _pick(config: GenerationConfig, *names: str) -> dict:
     """{name: value} of these options, for a stage's keyword parameters."""
-    return {name: opts[name] for name in names}
+    return {name: getattr(config, name) for name in names}
