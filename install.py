@@ -1,6 +1,6 @@
 """Run by the WebUI as ``python install.py`` at start-up: installs only what is missing or too old.
 
-The list and the checks live in ``sadtalker_core/host_requirements.py`` (the tab and the status route report
+The list and the checks live in ``sadtalker_core/frontends/host_requirements.py`` (the tab and the status route report
 from the same list). Never touches torch, torchvision, numpy, gradio, opencv, pydantic or fastapi, nor a
 package the WebUI pins in its requirements file; never the gfpgan/basicsr chain (face restoration goes through
 spandrel, which the host ships). ``launch.run_pip`` is called positionally: SD.Next's has no ``live`` keyword.
@@ -12,7 +12,7 @@ import sys
 import launch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sadtalker_core import host_requirements  # noqa: E402  (the standard library only)
+from sadtalker_core.frontends import host_requirements  # noqa: E402  (the standard library only)
 
 
 def pin_file() -> str:

@@ -20,7 +20,7 @@ SHARED = Path(os.environ.get("SADTALKER_SHARED_DIR", REPO.parent / "shared"))
 MEDIA = SHARED / "media"
 sys.path.insert(0, str(REPO))
 
-from sadtalker_core import checkpoint_files, network_loading  # noqa: E402
+from sadtalker_core.runtime import checkpoint_files, network_loading  # noqa: E402
 
 RENDER_NETWORKS = ("kp_detector", "mapping_net", "generator")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -131,7 +131,7 @@ def cut_audio(source: Path, seconds: float | None, folder: Path) -> tuple[Path, 
 
     import numpy as np
 
-    from sadtalker_core import audio
+    from sadtalker_core.motion import audio
 
     samples = audio.load_audio(source)
     if seconds is not None:

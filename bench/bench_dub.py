@@ -26,7 +26,9 @@ from pathlib import Path
 
 from _common import MEDIA, RssSampler, cut_audio, load_average, peak_rss_mb, rss_mb
 
-from sadtalker_core import SadTalker, animate, ffmpeg_io  # noqa: E402
+from sadtalker_core import SadTalker  # noqa: E402
+from sadtalker_core.render import animate  # noqa: E402
+from sadtalker_core.media import ffmpeg_io  # noqa: E402
 
 _real_render = animate.render_batch_per_source
 

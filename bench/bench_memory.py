@@ -28,7 +28,8 @@ from pathlib import Path
 
 from _common import MEDIA, RssSampler, cut_audio, load_average, peak_rss_mb, rss_mb
 
-from sadtalker_core import SadTalker, animate  # noqa: E402
+from sadtalker_core import SadTalker  # noqa: E402
+from sadtalker_core.render import animate  # noqa: E402
 from sadtalker_core.errors import Cancelled  # noqa: E402
 from sadtalker_core.progress import Stage  # noqa: E402
 

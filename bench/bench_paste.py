@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sadtalker_core.paste import Paster  # noqa: E402
+from sadtalker_core.render.paste import Paster  # noqa: E402
 
 HEIGHT, WIDTH = 768, 512
 BOX = (56, 184, 456, 584)

@@ -1,4 +1,4 @@
-"""Face-render speed per frame: the official loop vs ``sadtalker_core.animate.render_frames``.
+"""Face-render speed per frame: the official loop vs ``sadtalker_core.render.animate.render_frames``.
 
     .venv/bin/python bench/bench_render.py [--checkpoint_dir DIR] [--size 256|512] [--batch-sizes 1,2,4]
         [--frames 4] [--repeats 1] [--threads N] [--dtype float32|bfloat16] [--modes official,ours] [--plain]
@@ -24,8 +24,8 @@ import torch
 
 from _common import DTYPES, RssSampler, load_average, peak_rss_mb, render_networks, set_threads
 
-from sadtalker_core import animate  # noqa: E402
-from sadtalker_core.models import RenderPrecision  # noqa: E402
+from sadtalker_core.render import animate  # noqa: E402
+from sadtalker_core.runtime.models import RenderPrecision  # noqa: E402
 
 
 def official_loop(nets, source_image, source_semantics, windows, batch_size: int, dtype) -> list[torch.Tensor]:

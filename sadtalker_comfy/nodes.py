@@ -20,7 +20,7 @@ import folder_paths
 import numpy as np
 
 from sadtalker_core.errors import OptionError
-from sadtalker_core.jobs import write_sidecar
+from sadtalker_core.frontends.jobs import write_sidecar
 from sadtalker_core.options import OPTIONS_BY_NAME, GenerationConfig
 from sadtalker_core.progress import Stage
 
@@ -244,8 +244,8 @@ class SadTalkerFaceCrop:
     def crop(self, image, sadtalker=None, **values):
         import cv2
 
-        from sadtalker_core import paste
         from sadtalker_core.face import crop, landmarks
+        from sadtalker_core.render import paste
 
         config = _config({n: widgets.option_value(OPTIONS_BY_NAME[n], values[n]) for n in self._OPTIONS})
         if sadtalker is not None:
@@ -451,7 +451,7 @@ def _file_sound(path: Path, sample_rate: int) -> dict:
     """The sound track of a video file as AUDIO (mono)."""
     import torch
 
-    from sadtalker_core import audio
+    from sadtalker_core.motion import audio
 
     return {"waveform": torch.from_numpy(audio.load_audio(path, sample_rate))[None, None],
             "sample_rate": sample_rate}

@@ -8,25 +8,16 @@
 Heavy modules (torch, the networks) are imported on first use, so importing the package is cheap.
 """
 
-from .errors import (
-    AudioError,
-    Cancelled,
-    CheckpointError,
-    CheckpointMismatchError,
-    CheckpointNotFoundError,
-    CorruptCheckpointError,
-    ImageError,
-    InputError,
-    NoFaceError,
-    OptionError,
-    SadTalkerError,
-)
+from .errors import (AudioError, Cancelled, CheckpointError, CheckpointMismatchError, CheckpointNotFoundError,
+                     CorruptCheckpointError, ImageError, InputError, NoFaceError, OptionError, SadTalkerError)
+from .options import GenerationConfig
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SadTalker",
     "GenerationResult",
+    "GenerationConfig",
     "AudioError",
     "Cancelled",
     "CheckpointError",

@@ -27,12 +27,15 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter1d
 
-from . import animate, audio, coeffs, paste, stages, video
+from . import stages
 from .errors import InputError, NoFaceError, OptionError, VideoError
 from .face import align, crop, landmarks
-from .models import ModelRuntime
+from .media import video
+from .motion import audio, coeffs
 from .options import NOT_WITH_VIDEO, GenerationConfig, Preprocess
 from .progress import Stage
+from .render import animate, paste
+from .runtime.models import ModelRuntime
 
 #: temporal smoothing of the tracked landmarks (in frames): removes detector jitter, keeps head motion
 TRACK_SMOOTH_SIGMA = 1.5

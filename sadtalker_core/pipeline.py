@@ -23,11 +23,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import provenance, stages, video
+from . import stages
 from .errors import Cancelled, InputError
-from .models import ModelRuntime
+from .media import provenance, video
 from .options import GenerationConfig
 from .progress import Stage
+from .runtime.models import ModelRuntime
 from .stages import ProgressFn
 
 #: receives the newest finished frame, (H, W, 3) uint8 RGB as written to the video, after each batch

@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass, field
 
 
-
 class Stage:
     """The names a job reports in ``progress(stage, done, total)`` (and times in ``info["seconds"]``)."""
 

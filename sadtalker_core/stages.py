@@ -22,13 +22,15 @@ import cv2
 import numpy as np
 import torch
 
-from . import animate, audio, coeffs, image_io, paste, video
 from .errors import AudioError, ImageError, InputError
 from .face import align, crop
 from .face.crop import CropInfo
-from .models import ModelRuntime
+from .media import image_io, video
+from .motion import audio, coeffs
 from .options import Preprocess
 from .progress import Stage
+from .render import animate, paste
+from .runtime.models import ModelRuntime
 
 ProgressFn = Callable[[str, int, int], None]
 

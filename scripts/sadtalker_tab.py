@@ -149,7 +149,7 @@ def _free_memory() -> None:
 
 
 def _runner_config():
-    from sadtalker_core.jobs import RunnerConfig
+    from sadtalker_core.frontends.jobs import RunnerConfig
 
     device = _device()
     return RunnerConfig(checkpoint_dirs=checkpoint_candidates(),
@@ -178,7 +178,7 @@ def runner():
     core = sys.modules["sadtalker_core"]
     shared_runner = getattr(core, "_webui_runner", None)
     if shared_runner is None:
-        from sadtalker_core.jobs import JobRunner
+        from sadtalker_core.frontends.jobs import JobRunner
 
         shared_runner = JobRunner(_runner_config, after_unload=_free_memory, report=_console)
         core._webui_runner = shared_runner
@@ -187,7 +187,7 @@ def runner():
 
 
 def _job_control_class():
-    from sadtalker_core.api import JobControl
+    from sadtalker_core.frontends.api import JobControl
 
     class HostJobControl(JobControl):
         """Progress through ``shared.state`` (host progress bar, /internal/progress, /sdapi/v1/progress), cancel =
@@ -292,8 +292,8 @@ def on_ui_settings():
     import gradio as gr
     from modules import shared
 
+    from sadtalker_core.frontends.ui import NONE_CHOICE
     from sadtalker_core.options import OPTIONS_BY_NAME
-    from sadtalker_core.ui import NONE_CHOICE
 
     def add(key, default, label, component=None, component_args=None):
         shared.opts.add_option(key, shared.OptionInfo(default, label, component, component_args,
@@ -325,8 +325,8 @@ def on_ui_settings():
 def _defaults_from_settings() -> dict:
     """The tab's defaults for the options the settings hold; a setting not registered (``--nowebui``) keeps
     the table's default, as ``ui.build_ui`` takes any option left out from the table."""
+    from sadtalker_core.frontends.ui import ui_value_to_option
     from sadtalker_core.options import OPTIONS_BY_NAME
-    from sadtalker_core.ui import ui_value_to_option
 
     values = {}
     for name in DEFAULT_SETTINGS:
@@ -410,7 +410,7 @@ tab_parts = None  # the last built tab (its components and wrapped generate func
 
 def on_ui_tabs():
     global tab_parts
-    from sadtalker_core import ui
+    from sadtalker_core.frontends import ui
 
     try:
         parts = ui.build_ui(runner(), _job_control_class()(manage_state=False), wrap=_gpu_wrap, task_id=True,
@@ -432,7 +432,7 @@ def on_ui_tabs():
 def on_app_started(demo, app):
     from modules import call_queue, shared
 
-    from sadtalker_core import api
+    from sadtalker_core.frontends import api
 
     def limits():
         mb = int(_opt("sadtalker_api_max_upload_mb", 64))

@@ -187,7 +187,7 @@ class BlinkPlan:
         """The expected ``ratio_gt`` (T, 1) float32."""
         import random
 
-        from sadtalker_core import coeffs
+        from sadtalker_core.motion import coeffs
 
         ratio = coeffs.blink_ratio(num_frames, random.Random(self.seed))
         return np.zeros_like(ratio) if self.zeroed else ratio
@@ -239,7 +239,7 @@ class RenderPlan:
 
     def camera_per_frame(self, num_frames: int) -> list:
         """Free-view degrees (yaw, pitch, roll) of the rendered frames, each (n,) float32 or None."""
-        from sadtalker_core import animate
+        from sadtalker_core.render import animate
 
         sequences = [animate.camera_sequence(self.cameras[axis], num_frames) for axis in ("yaw", "pitch", "roll")]
         return [None if seq is None else self.per_frame(seq) for seq in sequences]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sadtalker_core import ffmpeg_io
+from sadtalker_core.media import ffmpeg_io
 
 
 def probe_streams(path: str | os.PathLike) -> dict:

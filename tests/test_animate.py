@@ -1,4 +1,4 @@
-"""Unit tests of the render stage (``sadtalker_core.animate``): batches, camera, keypoints, render loop."""
+"""Unit tests of the render stage (``sadtalker_core.render.animate``): batches, camera, keypoints, render loop."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from sadtalker_core import animate
+from sadtalker_core.render import animate
 from sadtalker_core.errors import Cancelled, InputError
 from sadtalker_core.nets.mapping_net import MappingNet
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from golden import MEDIA
-from sadtalker_core import audio, ffmpeg_io
+from sadtalker_core.motion import audio
+from sadtalker_core.media import ffmpeg_io
 from sadtalker_core.errors import AudioError, OptionError
 
 SPEECH = MEDIA / "RD_Radio31_000.wav"

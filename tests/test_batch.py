@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import golden
-from sadtalker_core import batch
+from sadtalker_core.frontends import batch
 
 MEDIA = golden.MEDIA
 FAST = {"face_detector": "dlib", "seed": 3}
@@ -240,7 +240,7 @@ def test_cli_usage_errors(tmp_path):
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray")
-    from sadtalker_core.batch_ray import package_runtime_env
+    from sadtalker_core.frontends.batch_ray import package_runtime_env
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=package_runtime_env())
     yield ray

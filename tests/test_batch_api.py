@@ -16,7 +16,7 @@ MEDIA = golden.MEDIA
 
 @pytest.fixture
 def server_app(sadtalker_256, checkpoints_256, tmp_path):
-    from sadtalker_core.server import create_app
+    from sadtalker_core.frontends.server import create_app
 
     return create_app(checkpoint_dir=checkpoints_256, result_dir=tmp_path / "results",
                       talker_factory=lambda *_: sadtalker_256)
@@ -71,7 +71,7 @@ def test_submit_disconnect_poll_results(server_app, speech_clip, tmp_path):
 def test_bad_batch_requests(tmp_path):
     from fastapi.testclient import TestClient
 
-    from sadtalker_core.server import create_app
+    from sadtalker_core.frontends.server import create_app
 
     with TestClient(create_app(checkpoint_dir=tmp_path, result_dir=tmp_path / "results")) as client:
         response = client.post("/sadtalker/v1/batch", content=b"\n\n")

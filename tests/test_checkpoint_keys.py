@@ -13,7 +13,7 @@ import json
 import pytest
 
 import golden
-from sadtalker_core import checkpoint_files, network_loading
+from sadtalker_core.runtime import checkpoint_files, network_loading
 
 
 def _is_checkpoint_manifest(data) -> bool:

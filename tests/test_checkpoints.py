@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 
 import golden
 from conftest import NEW_SET, OLD_SET
-from sadtalker_core import checkpoint_files, download, network_loading, weight_files
+from sadtalker_core.runtime import checkpoint_files, download, network_loading, weight_files
 from sadtalker_core.errors import (CheckpointMismatchError, CheckpointNotFoundError, CorruptCheckpointError,
                                    OptionError)
 
@@ -695,13 +695,13 @@ def test_command_line(tmp_path, monkeypatch, capsys):
     assert download.main(["download", str(folder), "--size", "256"]) == 1
     err = capsys.readouterr().err
     assert ST256 in err and MAP73 in err and MAP70 not in err.split("Download them")[0].split("Missing")[1]
-    run = subprocess.run([sys.executable, "-m", "sadtalker_core.download", "verify", str(tmp_path / "none")],
+    run = subprocess.run([sys.executable, "-m", "sadtalker_core.runtime.download", "verify", str(tmp_path / "none")],
                          capture_output=True, text=True, timeout=120, cwd=golden.REPO)
     assert run.returncode == 1 and "no official checkpoint files" in run.stdout
 
 
 def test_download_and_verify_subcommands(release, tmp_path, monkeypatch, capsys):
-    from sadtalker_core import cli
+    from sadtalker_core.frontends import cli
 
     root, catalogue = release
     folder = tmp_path / "ckpt"

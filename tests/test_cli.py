@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import golden
-from sadtalker_core.cli import build_parser, options_from_args
+from sadtalker_core.frontends.cli import build_parser, options_from_args
 from sadtalker_core.errors import SadTalkerError
 from sadtalker_core.options import validate_options
 
@@ -157,7 +157,7 @@ def test_unreadable_landmarks_file(tmp_path):
 def test_checkpoint_folder_defaults_to_the_environment_and_takes_both_spellings(monkeypatch, tmp_path):
     """The README's $SADTALKER_CHECKPOINTS is the CLI's default too; --checkpoint-dir (the app's and server's
     spelling) works as well as the official --checkpoint_dir."""
-    from sadtalker_core.cli import build_parser
+    from sadtalker_core.frontends.cli import build_parser
 
     monkeypatch.setenv("SADTALKER_CHECKPOINTS", str(tmp_path / "weights"))
     assert Path(build_parser().parse_args([]).checkpoint_dir) == tmp_path / "weights"
@@ -180,7 +180,7 @@ def test_seed_minus_one_means_random_everywhere():
 @pytest.mark.slow
 def test_a_cli_run_writes_its_parameters_next_to_the_video(checkpoints_256, speech_clip, tmp_path, capsys):
     """The CLI writes the same parameters JSON as the other front ends (with the seed a random run used)."""
-    from sadtalker_core import cli
+    from sadtalker_core.frontends import cli
 
     code = cli.main(["--source_image", str(golden.MEDIA / "happy.png"), "--driven_audio", str(speech_clip(0.04)),
                      "--checkpoint_dir", str(checkpoints_256), "--result_dir", str(tmp_path), "--face_detector",
@@ -269,7 +269,7 @@ def test_a_missing_portrait_is_a_usage_error_naming_the_flag(speech_clip):
     (["--driven_audio", "s.wav"], "--source_image"),
 ])
 def test_which_inputs_a_command_needs(argv, missing):
-    from sadtalker_core.cli import missing_input
+    from sadtalker_core.frontends.cli import missing_input
     from sadtalker_core.options import GenerationConfig
 
     args = build_parser().parse_args(argv)

@@ -1,4 +1,4 @@
-"""Unit tests of the coefficient stage (``sadtalker_core.coeffs``): blinks, chunking, smoothing, options."""
+"""Unit tests of the coefficient stage (``sadtalker_core.motion.coeffs``): blinks, chunking, smoothing, options."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from sadtalker_core import coeffs
+from sadtalker_core.motion import coeffs
 from sadtalker_core.errors import InputError, OptionError
 from sadtalker_core.nets.expnet import ExpNet
 from sadtalker_core.nets.posevae import PoseVAE

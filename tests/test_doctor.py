@@ -3,7 +3,7 @@ finds a good folder, and flags a cut checkpoint file."""
 
 from __future__ import annotations
 
-from sadtalker_core import cli, doctor
+from sadtalker_core.frontends import cli, doctor
 
 
 def test_doctor_names_a_missing_checkpoint_folder(tmp_path, capsys):

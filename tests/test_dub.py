@@ -19,7 +19,9 @@ import pytest
 import golden
 import media_probe
 from host_double.fixtures import make_host  # noqa: F401  (fixture)
-from sadtalker_core import dub, paste, video
+from sadtalker_core import dub
+from sadtalker_core.render import paste
+from sadtalker_core.media import video
 from sadtalker_core.errors import InputError, NoFaceError, OptionError, VideoError
 from sadtalker_core.face import crop, landmarks
 from sadtalker_core.options import GenerationConfig
@@ -301,7 +303,7 @@ def test_frame_store_reads_back_in_any_order():
 # -- front ends --------------------------------------------------------------------------------------------------
 
 def test_cli_source_video_flag(tmp_path):
-    from sadtalker_core.cli import build_parser, options_from_args
+    from sadtalker_core.frontends.cli import build_parser, options_from_args
     from sadtalker_core.options import validate_options
 
     args = build_parser().parse_args(["--source_video", "clip.mp4", "--no-mouth_only", "--video_audio_volume",
@@ -328,7 +330,7 @@ def test_cli_refuses_a_video_that_is_not_one(checkpoints_256, speech_clip, tmp_p
 def test_rest_video_field_and_its_alias(tmp_path):
     import base64
 
-    from sadtalker_core.api import RequestError, parse_generate_request
+    from sadtalker_core.frontends.api import RequestError, parse_generate_request
     from test_api import _png_b64, _wav_b64
 
     clip_bytes = (golden.MEDIA / "WDA_KatieHill_000.mp4").read_bytes()[:4096]  # only stored, never decoded here
@@ -347,7 +349,7 @@ def test_rest_video_field_and_its_alias(tmp_path):
 
 def test_app_passes_the_video_to_dub(tmp_path):
     from host_double.fixtures import StubTalker
-    from sadtalker_core.app import build_app
+    from sadtalker_core.frontends.app import build_app
     from test_webui_extension import stub_checkpoints
 
     talkers = []
@@ -377,7 +379,7 @@ def test_app_passes_the_video_to_dub(tmp_path):
 def test_the_videos_sound_mixed_under_the_speech_follows_the_ping_pong(clip, tmp_path):
     import wave
 
-    from sadtalker_core import audio
+    from sadtalker_core.motion import audio
 
     speech = tmp_path / "silence.wav"
     with wave.open(str(speech), "wb") as out:

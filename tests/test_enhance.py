@@ -10,7 +10,7 @@ import types
 import pytest
 import torch
 
-from sadtalker_core.enhance import ENHANCER_SPECS, _resize, import_spandrel, load_enhancer
+from sadtalker_core.render.enhance import ENHANCER_SPECS, _resize, import_spandrel, load_enhancer
 from sadtalker_core.errors import CheckpointMismatchError, CheckpointNotFoundError, CorruptCheckpointError, OptionError
 
 

@@ -21,7 +21,7 @@ from sadtalker_core.errors import CheckpointNotFoundError, CorruptCheckpointErro
 from sadtalker_core.face import align, crop, landmarks
 from sadtalker_core.face.landmarks import (FAN_DETECTOR_FILE, FAN_LANDMARKER_FILES, detect_faces, detector_status,
                                            locate_face, resolve_backend)
-from sadtalker_core.image_io import load_image
+from sadtalker_core.media.image_io import load_image
 
 PORTRAITS = ("art_0.png", "art_7.png", "happy.png", "full_body_1.png")
 
@@ -192,7 +192,7 @@ def test_fan_failed_download_is_reported_and_leaves_nothing(tmp_path, monkeypatc
     def offline(*args, **kwargs):
         raise urllib.error.URLError("Name or service not known")
 
-    monkeypatch.setattr(urllib.request, "urlopen", offline)  # what sadtalker_core.download.fetch_file calls
+    monkeypatch.setattr(urllib.request, "urlopen", offline)  # what sadtalker_core.runtime.download.fetch_file calls
     with pytest.raises(CheckpointNotFoundError, match="download failed"):
         detect_faces(np.zeros((64, 64, 3), np.uint8), "fan", weights_dir=tmp_path / "empty")
     assert not list((tmp_path / "torch_home").rglob("*.partial"))

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import golden
-from sadtalker_core import animate
-from sadtalker_core.paste import paste_box, restore_aspect
+from sadtalker_core.render import animate
+from sadtalker_core.render.paste import paste_box, restore_aspect
 
 pytestmark = pytest.mark.parity
 

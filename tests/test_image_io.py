@@ -11,7 +11,7 @@ from PIL import Image
 
 from golden import MEDIA
 from sadtalker_core.errors import ImageError
-from sadtalker_core.image_io import MIN_SIDE, load_image
+from sadtalker_core.media.image_io import MIN_SIDE, load_image
 
 PORTRAITS = {"art_0.png": (896, 640), "art_7.png": (512, 512), "happy.png": (256, 256),
              "full_body_1.png": (1200, 800)}

@@ -10,7 +10,8 @@ import pytest
 
 import golden
 import tolerances
-from sadtalker_core import audio, ffmpeg_io
+from sadtalker_core.motion import audio
+from sadtalker_core.media import ffmpeg_io
 
 SIDECARS = golden.sidecars("stages", "s1_*.json")
 _AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".m4a", ".ogg")

@@ -16,7 +16,8 @@ import torch
 
 import golden
 import tolerances
-from sadtalker_core import animate, coeffs
+from sadtalker_core.render import animate
+from sadtalker_core.motion import coeffs
 
 S3 = golden.sidecars("stages", "s3_*.json")
 S4 = golden.sidecars("stages", "s4_*.json")

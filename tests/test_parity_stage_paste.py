@@ -32,7 +32,7 @@ import torch
 
 import golden
 import tolerances
-from sadtalker_core.paste import Paster, paste_box, restore_aspect, restore_aspect_torch
+from sadtalker_core.render.paste import Paster, paste_box, restore_aspect, restore_aspect_torch
 
 pytestmark = pytest.mark.parity
 

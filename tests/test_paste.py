@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from sadtalker_core import animate
+from sadtalker_core.render import animate
 from sadtalker_core.errors import InputError, OptionError
 from sadtalker_core.face.crop import CropInfo
-from sadtalker_core.paste import Paster, paste_box, restore_aspect, restore_aspect_torch
+from sadtalker_core.render.paste import Paster, paste_box, restore_aspect, restore_aspect_torch
 
 CROP_INFO = CropInfo((100, 120), (20, 30, 150, 170), (10.7, 5.2, 110.9, 125.6))
 

@@ -19,7 +19,9 @@ from PIL import Image
 
 import golden
 import media_probe
-from sadtalker_core import Cancelled, GenerationResult, SadTalker, image_io, paste, stages, video
+from sadtalker_core import Cancelled, GenerationResult, SadTalker, stages
+from sadtalker_core.media import image_io, video
+from sadtalker_core.render import paste
 from sadtalker_core.options import validate_options
 from sadtalker_core.progress import STAGES, Stage
 

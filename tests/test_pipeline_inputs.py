@@ -24,8 +24,11 @@ import pytest
 from PIL import Image
 
 import golden
-from sadtalker_core import (AudioError, CheckpointNotFoundError, ImageError, InputError, NoFaceError,
-                            OptionError, SadTalker, SadTalkerError, stages, video)
+from sadtalker_core import (
+    AudioError, CheckpointNotFoundError, ImageError, InputError, NoFaceError, OptionError, SadTalker,
+    SadTalkerError, stages
+)
+from sadtalker_core.media import video
 from sadtalker_core.errors import VideoError
 from sadtalker_core.options import validate_options
 

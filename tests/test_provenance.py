@@ -14,7 +14,8 @@ import pytest
 
 import golden
 import media_probe
-from sadtalker_core import __version__, ffmpeg_io, provenance, video
+from sadtalker_core import __version__
+from sadtalker_core.media import ffmpeg_io, provenance, video
 from sadtalker_core.errors import InputError
 
 #: full mode, so the previews are whole pictures with the face pasted in
@@ -300,7 +301,7 @@ def test_watermark_lands_in_the_video_where_asked(signed_run, unsigned_run):
 
 
 def test_cli_takes_the_certificate_flags_and_refuses_half_a_pair(chain, capsys):
-    from sadtalker_core import cli
+    from sadtalker_core.frontends import cli
 
     args = cli.build_parser().parse_args(["--c2pa-cert", str(chain["cert"]), "--c2pa_key", str(chain["key"]),
                                           "--watermark", "AI", "--watermark_position", "top-left"])

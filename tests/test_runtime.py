@@ -9,9 +9,10 @@ import numpy as np
 import torch
 
 import golden
-from sadtalker_core import coeffs, enhance
-from sadtalker_core.image_io import load_image
-from sadtalker_core.models import ModelRuntime
+from sadtalker_core.motion import coeffs
+from sadtalker_core.render import enhance
+from sadtalker_core.media.image_io import load_image
+from sadtalker_core.runtime.models import ModelRuntime
 from test_enhance import _tiny_realesrgan_x2
 
 

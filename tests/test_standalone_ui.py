@@ -48,13 +48,13 @@ def _call(parts, image="face.png", audio="a.wav", **overrides):
 
 
 def test_app_blocks_generate_and_interrupt(tmp_path):
-    from sadtalker_core.app import build_app
+    from sadtalker_core.frontends.app import build_app
 
     talkers = []
     parts = build_app(stub_checkpoints(tmp_path / "ckpt"), tmp_path / "out", talker_factory=_stub_factory(talkers))
     ids = [getattr(b, "elem_id", None) for b in parts.blocks.blocks.values()]
     from sadtalker_core.options import OPTIONS
-    from sadtalker_core.ui import REFERENCE_OPTIONS
+    from sadtalker_core.frontends.ui import REFERENCE_OPTIONS
 
     # every option of the pipeline has a control (the reference ones through the reference-video box)
     assert {f"sadtalker_{o.name}" for o in OPTIONS if o.name not in REFERENCE_OPTIONS} <= set(ids)
@@ -91,7 +91,7 @@ def _interrupt(parts):
 
 
 def test_app_shows_missing_checkpoints(tmp_path):
-    from sadtalker_core.app import build_app
+    from sadtalker_core.frontends.app import build_app
 
     parts = build_app(tmp_path / "empty", tmp_path / "out")
     assert "SadTalker_V0.0.2_256.safetensors" in parts.checkpoint_notice.value
@@ -102,7 +102,7 @@ def test_app_shows_missing_checkpoints(tmp_path):
 def test_checkpoint_notice_follows_the_files_on_disk(tmp_path):
     """Files downloaded while the UI is up clear the notice at the next Generate click or size/preprocess
     change; choosing a size whose file is missing shows it."""
-    from sadtalker_core.app import build_app
+    from sadtalker_core.frontends.app import build_app
 
     parts = build_app(tmp_path / "ckpt", tmp_path / "out")
     assert "SadTalker_V0.0.2_256.safetensors" in parts.checkpoint_notice.value
@@ -120,7 +120,7 @@ def test_checkpoint_notice_follows_the_files_on_disk(tmp_path):
 def test_app_serves_its_page(tmp_path):
     import requests
 
-    from sadtalker_core.app import build_app
+    from sadtalker_core.frontends.app import build_app
 
     parts = build_app(tmp_path / "empty", tmp_path / "out")
     parts.blocks.queue()
@@ -136,7 +136,7 @@ def test_app_serves_its_page(tmp_path):
 def test_server_routes_and_one_job_at_a_time(tmp_path):
     import requests
 
-    from sadtalker_core.server import create_app
+    from sadtalker_core.frontends.server import create_app
 
     talkers, active, peak = [], [0], [0]
 
@@ -176,7 +176,7 @@ def test_server_command_line_starts_uvicorn(tmp_path):
     import requests
 
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "sadtalker_core.server", "--host", "127.0.0.1", "--port",
+    process = subprocess.Popen([sys.executable, "-m", "sadtalker_core.frontends.server", "--host", "127.0.0.1", "--port",
                                 str(port), "--checkpoint-dir", str(tmp_path), "--api-auth", "u:p"], cwd=REPO,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -198,7 +198,7 @@ def test_server_command_line_starts_uvicorn(tmp_path):
 
 
 def test_app_streams_previews_during_a_job_and_none_after(tmp_path):
-    from sadtalker_core.app import build_app
+    from sadtalker_core.frontends.app import build_app
 
     talkers = []
     parts = build_app(stub_checkpoints(tmp_path / "ckpt"), tmp_path / "out", talker_factory=_stub_factory(talkers))
@@ -228,7 +228,7 @@ def test_server_reports_stage_eta_and_preview_during_a_job(tmp_path):
     import requests
     from PIL import Image
 
-    from sadtalker_core.server import create_app
+    from sadtalker_core.frontends.server import create_app
 
     seen = []
 
@@ -267,7 +267,7 @@ def test_server_reports_stage_eta_and_preview_during_a_job(tmp_path):
 
 
 def test_the_app_validates_once_names_a_bad_option_by_its_label_and_shows_a_random_seed(tmp_path, monkeypatch):
-    from sadtalker_core.app import build_app
+    from sadtalker_core.frontends.app import build_app
     from sadtalker_core.options import GenerationConfig
     from test_api import _counting_validations
 
@@ -286,7 +286,7 @@ def test_the_app_validates_once_names_a_bad_option_by_its_label_and_shows_a_rand
 
 def test_a_reference_option_error_names_the_reference_box(tmp_path):
     from sadtalker_core.errors import OptionError
-    from sadtalker_core.ui import REF_USE_LABEL, shown_in_ui
+    from sadtalker_core.frontends.ui import REF_USE_LABEL, shown_in_ui
 
     error = OptionError("option 'ref_info': got 'x'", option="ref_info", problem="got 'x', expected pose.")
     assert shown_in_ui(error) == f"{REF_USE_LABEL}: got 'x', expected pose."
@@ -295,8 +295,8 @@ def test_a_reference_option_error_names_the_reference_box(tmp_path):
 def test_a_job_looks_up_checkpoints_only_while_its_networks_are_not_loaded(tmp_path, monkeypatch):
     """The runner's lookup picks the folder; once the talker ran with these settings (and located the files
     itself when it loaded them) no further job looks them up again."""
-    from sadtalker_core import checkpoint_files as checkpoints
-    from sadtalker_core.jobs import JobRunner, RunnerConfig
+    from sadtalker_core.runtime import checkpoint_files as checkpoints
+    from sadtalker_core.frontends.jobs import JobRunner, RunnerConfig
 
     lookups = []
     locate = checkpoints.locate_checkpoints
@@ -317,9 +317,9 @@ def test_a_job_looks_up_checkpoints_only_while_its_networks_are_not_loaded(tmp_p
 
 
 def test_every_control_takes_its_default_choices_and_range_from_the_option_table(tmp_path):
-    from sadtalker_core.app import build_app
+    from sadtalker_core.frontends.app import build_app
     from sadtalker_core.options import OPTIONS
-    from sadtalker_core.ui import NONE_CHOICE, SLIDER_RANGES
+    from sadtalker_core.frontends.ui import NONE_CHOICE, SLIDER_RANGES
 
     parts = build_app(stub_checkpoints(tmp_path / "ckpt"), tmp_path / "out", talker_factory=_stub_factory([]))
     by_id = {getattr(b, "elem_id", None): b for b in parts.blocks.blocks.values()}
@@ -343,7 +343,7 @@ def test_every_control_takes_its_default_choices_and_range_from_the_option_table
 
 
 def test_generate_without_audio_asks_for_it_in_the_apps_words(tmp_path):
-    from sadtalker_core.app import build_app
+    from sadtalker_core.frontends.app import build_app
 
     talkers = []
     parts = build_app(stub_checkpoints(tmp_path / "ckpt"), tmp_path / "out", talker_factory=_stub_factory(talkers))

@@ -7,7 +7,8 @@ import pytest
 
 import media_probe
 from golden import MEDIA
-from sadtalker_core import audio, video
+from sadtalker_core.motion import audio
+from sadtalker_core.media import video
 from sadtalker_core.errors import Cancelled, FFmpegError, VideoError
 
 CLIP = MEDIA / "RD_Radio31_000.wav"

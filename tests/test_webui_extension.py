@@ -42,7 +42,7 @@ print(json.dumps({{"new": new, "dir": str(module.EXTENSION_DIR),
     out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                     cwd=tmp_path).stdout)
     heavy = [m for m in out["new"] if m.split(".")[0] in ("torch", "gradio", "fastapi", "cv2", "numpy", "PIL")
-             or m.startswith(("sadtalker_core.pipeline", "sadtalker_core.ui", "sadtalker_core.api"))]
+             or m.startswith(("sadtalker_core.pipeline", "sadtalker_core.frontends.ui", "sadtalker_core.frontends.api"))]
     assert heavy == []
     assert "sadtalker_core" in out["new"]  # importable later, when the host has restored sys.path
     assert Path(out["dir"]) == REPO
@@ -342,7 +342,7 @@ def _install(tmp_path, *, installed: dict[str, str] = {}, pins: str | None = Non
 
 @pytest.mark.parametrize("flavor", ("a1111", "sdnext"))
 def test_install_quotes_specs_for_the_hosts_shell_and_leaves_the_webui_folder_alone(tmp_path, flavor):
-    from sadtalker_core.host_requirements import REQUIREMENTS
+    from sadtalker_core.frontends.host_requirements import REQUIREMENTS
 
     result, calls, workdir = _install(tmp_path, flavor=flavor, installed={"numpy": "1.26.2"})
     assert result.returncode == 0, result.stderr

@@ -27,10 +27,8 @@ import cv2
 import numpy as np
 
 from ..errors import NoFaceError, OptionError
-from ..options import Preprocess
-from ..options import PREPROCESS_MODES
+from ..options import PREPROCESS_MODES, Preprocess
 from .landmarks import as_landmarks68
-
 
 #: Official ``align_face(output_size=512)``: faces whose quad reaches 4x this are analysed shrunk.
 _ANALYSIS_SIZE = 512

@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, NoFaceError, OptionError
-from ..weight_files import torch_load_weights
+from ..runtime.weight_files import torch_load_weights
 
 BACKENDS = ("auto", "fan", "dlib")
 DLIB_DETECTORS = ("hog", "mmod")
@@ -267,7 +267,7 @@ def _check_image(image) -> np.ndarray:
     array = np.asarray(image)
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
         raise OptionError(f"Face detection needs a uint8 (H, W, 3) RGB array, got {array.dtype} {array.shape}. "
-                          "Load the picture with sadtalker_core.image_io.load_image first.")
+                          "Load the picture with sadtalker_core.media.image_io.load_image first.")
     return np.ascontiguousarray(array)
 
 
@@ -326,7 +326,7 @@ def _fan_file(names: Sequence[str], weights_dir, download: bool) -> Path:
     fix = (f"Download {_FAN_URLS[primary]} and put it in the checkpoint folder, or choose the dlib face detector "
            "(offline). ")
     if download:
-        from ..download import fetch_file  # the checkpoints' downloader: resumes a cut transfer next time
+        from ..runtime.download import fetch_file  # the checkpoints' downloader: resumes a cut transfer next time
 
         hub.mkdir(parents=True, exist_ok=True)
         try:

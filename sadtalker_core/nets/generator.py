@@ -10,16 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import (
-    SPADE_SLOPE,
-    DownBlock2d,
-    DownBlock3d,
-    ResBlock3d,
-    SameBlock2d,
-    SPADEResnetBlock,
-    UpBlock3d,
-    make_coordinate_grid,
-)
+from .blocks import (SPADE_SLOPE, DownBlock2d, DownBlock3d, ResBlock3d, SameBlock2d, SPADEResnetBlock, UpBlock3d,
+                     make_coordinate_grid)
 
 NUM_KP = 15
 FEATURE_CHANNELS = 32  # reshape_channel: channels of the 3-D source volume

@@ -27,7 +27,8 @@ sys.path.insert(0, str(REPO / "tools"))
 
 import comfy_host  # noqa: E402
 
-from sadtalker_core import audio, video  # noqa: E402
+from sadtalker_core.motion import audio  # noqa: E402
+from sadtalker_core.media import video  # noqa: E402
 from sadtalker_core.options import (  # noqa: E402
     DUB_ONLY_OPTIONS, DUB_OPTIONS, IGNORED_WITH_VIDEO, NOT_WITH_VIDEO, OPTIONS_BY_NAME, PORTRAIT_OPTIONS)
 

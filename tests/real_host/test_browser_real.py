@@ -293,7 +293,7 @@ def _synthetic_gfpgan(path: Path) -> None:
     GFPGANv1.4.pth by the current torch; noise strengths raised from 0 as trained ones are."""
     import torch
 
-    from sadtalker_core.enhance import import_spandrel
+    from sadtalker_core.render.enhance import import_spandrel
 
     import_spandrel()
     from spandrel.architectures.GFPGAN import GFPGAN
@@ -312,7 +312,7 @@ def _synthetic_gfpgan(path: Path) -> None:
 
 
 def test_face_restoration_with_the_hosts_spandrel(code_host, real_host, speech_clip):
-    from sadtalker_core import video as video_io
+    from sadtalker_core.media import video as video_io
 
     spandrel_version = real_host.python("import importlib.metadata as m; print(m.version('spandrel'))").strip()
     weights = real_host.data_dir / "models" / "SadTalker" / "GFPGANv1.4.pth"

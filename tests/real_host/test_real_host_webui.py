@@ -36,7 +36,7 @@ def _sadtalker_lines(log: str) -> list[str]:
 
 
 def _check_video(video_b64: str, info: dict, frames: int):
-    from sadtalker_core import video as video_io
+    from sadtalker_core.media import video as video_io
 
     data = base64.b64decode(video_b64)
     assert data[4:8] == b"ftyp", "the returned video is not an mp4"
@@ -75,8 +75,8 @@ def test_install_py_wrote_nothing_into_the_host_folder(real_host, default_host):
 
 
 def _requirement_specs() -> list[str]:
-    """What install.py asks for (its table, ``sadtalker_core.host_requirements``), optional ones included."""
-    from sadtalker_core.host_requirements import REQUIREMENTS
+    """What install.py asks for (its table, ``sadtalker_core.frontends.host_requirements``), optional ones included."""
+    from sadtalker_core.frontends.host_requirements import REQUIREMENTS
 
     return [r.spec for r in REQUIREMENTS]
 

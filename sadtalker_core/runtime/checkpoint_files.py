@@ -23,10 +23,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import CheckpointNotFoundError, OptionError
+from ..options import PREPROCESS_MODES, SIZES, Preprocess
 from .download import Progress, ensure_checkpoints, how_to_get
-from .errors import CheckpointNotFoundError, OptionError
-from .options import Preprocess
-from .options import PREPROCESS_MODES, SIZES
 
 CHECKPOINTS_ENV = "SADTALKER_CHECKPOINTS"
 

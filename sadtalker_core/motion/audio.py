@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ffmpeg_io
-from .errors import AudioError, OptionError
+from ..errors import AudioError, OptionError
+from ..media import ffmpeg_io
 
 SAMPLE_RATE = 16000
 N_FFT = 800

@@ -8,7 +8,7 @@ remembers each digest per (file, size, mtime) in a small JSON file, so a second 
 The download base URL is ``$SADTALKER_DOWNLOAD_BASE_URL`` when set (a mirror laid out like the GitHub release
 pages: ``<base>/<release tag>/<file name>``), else the GitHub releases of OpenTalker/SadTalker.
 
-Command line: ``python -m sadtalker_core verify|download [--dir DIR]`` (also ``python -m sadtalker_core.download``).
+Command line: ``python -m sadtalker_core verify|download [--dir DIR]`` (also ``python -m sadtalker_core.runtime.download``).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CheckpointError, CheckpointNotFoundError
-from .progress import TerminalBar
+from ..errors import CheckpointError, CheckpointNotFoundError
+from ..progress import TerminalBar
 
 #: ``progress(stage, done, total)``, as in the pipeline; here done/total count bytes.
 Progress = Callable[[str, int, int], None]
@@ -339,10 +339,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``download [--dir D] [--size 256 512] [--old-version]`` fetches what is missing (resuming cut transfers).
     Also reachable as ``python -m sadtalker_core verify|download``."""
     # checkpoint_files imports this module (to fetch missing files), so its names are imported here
+    from ..options import SIZES
     from .checkpoint_files import CHECKPOINTS_ENV, MAPPING_FILES, OLD_SET, default_checkpoint_dir, safetensors_name
-    from .options import SIZES
 
-    parser = argparse.ArgumentParser(prog="python -m sadtalker_core.download",
+    parser = argparse.ArgumentParser(prog="python -m sadtalker_core.runtime.download",
                                      description="Verify or download the official SadTalker checkpoints.")
     commands = parser.add_subparsers(dest="command", required=True)
     verify = commands.add_parser("verify", help="check sizes and SHA-256 of the files in the folder")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy.signal import savgol_filter
 
-from .errors import InputError, OptionError
+from ..errors import InputError, OptionError
 
 EXPRESSION_SIZE = 64
 POSE_SLICE = slice(64, 70)
@@ -100,7 +100,7 @@ def pose_latents(num_frames: int, generator: Optional[torch.Generator] = None) -
 
     ``generator=None`` draws from torch's global CPU generator, like the official code.
     """
-    from .nets.posevae import count_windows
+    from ..nets.posevae import count_windows
 
     draws = [torch.randn(1, LATENT_SIZE, generator=generator) for _ in range(count_windows(num_frames))]
     return torch.stack(draws) if draws else torch.zeros(0, 1, LATENT_SIZE)

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from . import __version__, host_requirements
-from .errors import Cancelled, CheckpointNotFoundError
-from .options import GenerationConfig
-from .progress import ProgressTracker, StageTimings
+from .. import __version__
+from ..errors import Cancelled, CheckpointNotFoundError
+from ..options import GenerationConfig
+from ..progress import ProgressTracker, StageTimings
+from . import host_requirements
 
 Progress = Callable[[str, int, int], None]
 
@@ -115,7 +116,7 @@ class JobControl:
 
 
 def _default_talker_factory(checkpoint_dir: Path, device: Any, dtype: Any):
-    from .pipeline import SadTalker
+    from ..pipeline import SadTalker
 
     return SadTalker(checkpoint_dir, device=device, dtype=dtype)
 
@@ -134,7 +135,7 @@ def find_checkpoint_dir(candidates: Iterable[Path], size: int = 256, preprocess:
     if not folders:
         raise CheckpointNotFoundError("no checkpoint folder is configured: pass a folder, set "
                                       "SADTALKER_CHECKPOINTS or the checkpoint folder setting.")
-    from .checkpoint_files import locate_checkpoints  # deferred: keeps importing the extension cheap
+    from ..runtime.checkpoint_files import locate_checkpoints  # deferred: keeps importing the extension cheap
     first_error: CheckpointNotFoundError | None = None
     for path in folders:
         try:
@@ -216,7 +217,7 @@ class JobRunner:
 
     def face_detector_status(self) -> dict[str, str | None]:
         """{backend: None when usable offline now, else what it lacks}, looked up in the checkpoint folders."""
-        from .face.landmarks import detector_status
+        from ..face.landmarks import detector_status
 
         folders = [Path(p).expanduser() for p in self.config().checkpoint_dirs]
         weights_dir = next((p for p in folders if p.is_dir()), None)
@@ -295,7 +296,7 @@ class JobRunner:
 
     def _generate(self, source_image, driven_audio, generation: GenerationConfig, progress, cancel, output_path,
                   preview, source_video=None):
-        from .provenance import C2paCredentials
+        from ..media.provenance import C2paCredentials
 
         config = self.config()
         extra: dict[str, Any] = {}
@@ -352,7 +353,7 @@ def write_sidecar(result, source_image: Any, driven_audio: Any, checkpoint_dir: 
 
 def resolved_device_and_precision(config: RunnerConfig) -> tuple[str, str]:
     """The device and render precision a job will use under ``config`` (the pipeline's own choice rules)."""
-    from .models import pick_device, pick_render_dtype
+    from ..runtime.models import pick_device, pick_render_dtype
 
     device = pick_device(config.device)
     return str(device), str(pick_render_dtype(device, config.dtype)).replace("torch.", "")

@@ -48,8 +48,8 @@ def check_torch(device: str | None = None) -> list[Check]:
         devices.append("mps")
     checks = [Check("torch", OK, f"torch {torch.__version__}; devices: {', '.join(devices)}",
                     None if len(devices) > 1 else "CPU only: a GPU build of torch renders ~50x faster")]
-    from .errors import OptionError
-    from .models import pick_device, pick_render_dtype
+    from ..errors import OptionError
+    from ..runtime.models import pick_device, pick_render_dtype
 
     try:
         chosen = pick_device(device)
@@ -63,8 +63,8 @@ def check_torch(device: str | None = None) -> list[Check]:
 def check_ffmpeg() -> Check:
     import subprocess
 
-    from . import ffmpeg_io
-    from .errors import FFmpegError
+    from ..errors import FFmpegError
+    from ..media import ffmpeg_io
 
     try:
         exe = ffmpeg_io.ffmpeg_exe()
@@ -79,9 +79,9 @@ def check_ffmpeg() -> Check:
 
 
 def check_checkpoints(folder: Path) -> list[Check]:
-    from .checkpoint_files import OLD_SET, locate_checkpoints
-    from .download import OFFICIAL_FILES
-    from .errors import CheckpointNotFoundError
+    from ..errors import CheckpointNotFoundError
+    from ..runtime.checkpoint_files import OLD_SET, locate_checkpoints
+    from ..runtime.download import OFFICIAL_FILES
 
     fix = f"python -m sadtalker_core download --dir {folder}"
     if not folder.is_dir():
@@ -121,8 +121,8 @@ def check_checkpoints(folder: Path) -> list[Check]:
 
 
 def check_landmarks(folder: Path) -> list[Check]:
-    from .face import landmarks
-    from .errors import CheckpointNotFoundError
+    from ..errors import CheckpointNotFoundError
+    from ..face import landmarks
 
     checks = []
     if importlib.util.find_spec("face_alignment") is None:
@@ -157,8 +157,8 @@ def check_landmarks(folder: Path) -> list[Check]:
 def check_extras() -> list[Check]:
     extras = (("ray", "ray", "batch --ray (spread jobs over a cluster)", "pip install ray"),
               ("spandrel", "spandrel", "enhancer / background_enhancer", "pip install spandrel einops"),
-              ("fastapi", "fastapi", "the REST server (python -m sadtalker_core.server)", "pip install fastapi uvicorn"),
-              ("gradio", "gradio", "the web UI (python -m sadtalker_core.app)", "pip install gradio"))
+              ("fastapi", "fastapi", "the REST server (python -m sadtalker_core.frontends.server)", "pip install fastapi uvicorn"),
+              ("gradio", "gradio", "the web UI (python -m sadtalker_core.frontends.app)", "pip install gradio"))
     checks = []
     for module, distribution, use, fix in extras:
         if importlib.util.find_spec(module) is None:
@@ -169,8 +169,8 @@ def check_extras() -> list[Check]:
 
 
 def run_checks(checkpoint_dir: str | os.PathLike | None = None, device: str | None = None) -> list[Check]:
-    from . import __version__
-    from .checkpoint_files import default_checkpoint_dir
+    from .. import __version__
+    from ..runtime.checkpoint_files import default_checkpoint_dir
 
     folder = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir()
     checks = [Check("sadtalker_core", OK, f"{__version__} on python {sys.version.split()[0]}")]

@@ -28,11 +28,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
-from . import __version__
-from .errors import (AudioError, Cancelled, CheckpointError, CheckpointNotFoundError, ImageError,
-                     InputError, NoFaceError, OptionError, SadTalkerError, VideoError)
+from .. import __version__
+from ..errors import (AudioError, Cancelled, CheckpointError, CheckpointNotFoundError, ImageError, InputError,
+                      NoFaceError, OptionError, SadTalkerError, VideoError)
+from ..options import OPTIONS_BY_NAME, GenerationConfig, describe_options
 from .jobs import JobControl, JobRunner
-from .options import OPTIONS_BY_NAME, GenerationConfig, describe_options
 
 PREFIX = "/sadtalker/v1"
 MEDIA_FIELDS = ("image", "audio", "ref_video", "ref_pose", "ref_eyeblink", "video")

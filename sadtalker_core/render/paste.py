@@ -29,9 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError, OptionError
-from .face.crop import CropInfo
-from .options import BLEND_MODES
+from ..errors import InputError, OptionError
+from ..face.crop import CropInfo
+from ..options import BLEND_MODES
 
 #: width of the band along the ROI edge where OpenCV's eroded mask keeps the background's gradients
 _ERODED_BAND = 3

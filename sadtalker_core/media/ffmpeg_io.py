@@ -13,7 +13,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from .errors import FFmpegError
+from ..errors import FFmpegError
 
 #: flags every call uses: no stdin prompts, no banner, only real errors in the log
 QUIET = ("-nostdin", "-hide_banner", "-nostats", "-loglevel", "error")

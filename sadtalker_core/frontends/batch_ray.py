@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..errors import one_line
+from ..options import GenerationConfig
 from .batch import (PATH_OPTIONS, BatchError, BatchJob, JobOutcome, LocalExecutor, Task, ensure_checkpoints_for,
                     local_runner)
-from .errors import one_line
-from .options import GenerationConfig
 
 _FILE_FIELDS = ("source_image", "driven_audio", "source_video")
 

@@ -13,10 +13,10 @@ from types import ModuleType
 
 import torch
 
+from ..errors import CheckpointError, CheckpointMismatchError
+from ..nets import expnet, face_recon, generator, he_estimator, kp_detector, mapping_net, posevae
 from . import weight_files
 from .checkpoint_files import CheckpointSet
-from .errors import CheckpointError, CheckpointMismatchError
-from .nets import expnet, face_recon, generator, he_estimator, kp_detector, mapping_net, posevae
 
 #: network -> (its module in sadtalker_core.nets, its class)
 NETWORKS: dict[str, tuple[ModuleType, type[torch.nn.Module]]] = {

@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .checkpoint_files import default_checkpoint_dir
-from .errors import Cancelled, OptionError, SadTalkerError, one_line
-from .options import OPTIONS, GenerationConfig, Option
-from .progress import TerminalBar
+from ..errors import Cancelled, OptionError, SadTalkerError, one_line
+from ..options import OPTIONS, GenerationConfig, Option
+from ..progress import TerminalBar
+from ..runtime.checkpoint_files import default_checkpoint_dir
 
 # Flags of the official face3d renderer (``--face3dvis`` and its BFM settings). They only matter for a debug
 # visualisation this project does not ship; they are accepted so existing scripts keep working.
@@ -156,7 +156,7 @@ def _command(name: str):
     if name == "batch":
         from .batch import main as command
     elif name in ("download", "verify"):
-        from .download import main as checkpoints_main
+        from ..runtime.download import main as checkpoints_main
 
         return lambda rest: checkpoints_main([name, *rest])
     else:
@@ -193,8 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(problem)
     progress = None if args.quiet or not sys.stderr.isatty() else TerminalBar()
     try:
-        from .pipeline import SadTalker
-        from .provenance import C2paCredentials
+        from ..media.provenance import C2paCredentials
+        from ..pipeline import SadTalker
 
         signing = C2paCredentials.resolve(args.c2pa_cert, args.c2pa_key)
 

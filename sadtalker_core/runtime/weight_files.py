@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import CheckpointMismatchError, CorruptCheckpointError
 from .download import OFFICIAL_FILES
-from .errors import CheckpointMismatchError, CorruptCheckpointError
 
 if TYPE_CHECKING:
     import torch

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .coeffs import CROP_PARAM_SIZE, EXPRESSION_POSE_SIZE
-from .errors import Cancelled, InputError
-from .options import Preprocess
-from .progress import Stage
+from ..errors import Cancelled, InputError
+from ..motion.coeffs import CROP_PARAM_SIZE, EXPRESSION_POSE_SIZE
+from ..options import Preprocess
+from ..progress import Stage
 
 SEMANTIC_RADIUS = 13
 POSE_START = 64

@@ -31,9 +31,9 @@ from typing import Any, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from .errors import (CheckpointMismatchError, CheckpointNotFoundError, CorruptCheckpointError, OptionError,
-                     SadTalkerError)
-from .weight_files import torch_load_weights
+from ..errors import (CheckpointMismatchError, CheckpointNotFoundError, CorruptCheckpointError, OptionError,
+                      SadTalkerError)
+from ..runtime.weight_files import torch_load_weights
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def import_spandrel() -> types.ModuleType:
 
 def _search_folders(checkpoint_dir: str | os.PathLike | None) -> tuple[Path, ...]:
     if checkpoint_dir is None:
-        from .checkpoint_files import default_checkpoint_dir
+        from ..runtime.checkpoint_files import default_checkpoint_dir
 
         checkpoint_dir = default_checkpoint_dir()
     root = Path(checkpoint_dir)

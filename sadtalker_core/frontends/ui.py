@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ContextManager
 
-from .errors import Cancelled, OptionError, SadTalkerError
+from ..errors import Cancelled, OptionError, SadTalkerError
+from ..options import OPTIONS, OPTIONS_BY_NAME, REF_INFO, GenerationConfig, Option, RefInfo
 from .jobs import JobControl, JobRunner
-from .options import OPTIONS, OPTIONS_BY_NAME, REF_INFO, GenerationConfig, Option, RefInfo
 
 #: options the reference-video box covers (one upload + what to take from it)
 REFERENCE_OPTIONS = ("ref_video", "ref_info", "ref_pose", "ref_eyeblink")

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import FFmpegError, VideoError
 from . import ffmpeg_io
-from .errors import FFmpegError, VideoError
 
 _MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 

@@ -26,9 +26,9 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 
+from ..errors import one_line
 from .api import PREFIX, Limits, RequestError, parse_generate_request
 from .batch import BatchEvent, BatchJob, LocalExecutor, _unique_keys, parse_jsonl, run_batch
-from .errors import one_line
 from .jobs import JobControl, JobRunner
 
 

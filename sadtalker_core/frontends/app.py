@@ -1,6 +1,6 @@
-"""Standalone Gradio app: ``python -m sadtalker_core.app [--checkpoint-dir D] [--result-dir R] [--port N]``.
+"""Standalone Gradio app: ``python -m sadtalker_core.frontends.app [--checkpoint-dir D] [--result-dir R] [--port N]``.
 
-The same Blocks as the WebUI tab (``sadtalker_core.ui``), with a plain lock instead of the host's queue
+The same Blocks as the WebUI tab (``sadtalker_core.frontends.ui``), with a plain lock instead of the host's queue
 lock and an event for Interrupt.
 """
 
@@ -18,7 +18,7 @@ from .ui import TabParts, build_ui
 def standalone_config(checkpoint_dir: str | Path | None, result_dir: str | Path, device: Any = None,
                       keep_loaded: bool = True, c2pa_cert: str | Path | None = None,
                       c2pa_key: str | Path | None = None) -> Callable[[], RunnerConfig]:
-    from .checkpoint_files import default_checkpoint_dir
+    from ..runtime.checkpoint_files import default_checkpoint_dir
 
     folders = [Path(checkpoint_dir)] if checkpoint_dir else [default_checkpoint_dir()]
     return lambda: RunnerConfig(checkpoint_dirs=folders, output_dir=Path(result_dir), device=device,
@@ -37,7 +37,7 @@ def build_app(checkpoint_dir: str | Path | None = None, result_dir: str | Path =
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sadtalker_core.app", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m sadtalker_core.frontends.app", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint-dir", "--checkpoint_dir", dest="checkpoint_dir", default=None,
                         help="folder with the SadTalker weights (default: $SADTALKER_CHECKPOINTS or ./checkpoints)")
     parser.add_argument("--result-dir", default="results", help="where videos and their JSON go")

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import OptionError, SadTalkerError, one_line
-from .options import OPTIONS_BY_NAME, GenerationConfig
+from ..errors import OptionError, SadTalkerError, one_line
+from ..options import OPTIONS_BY_NAME, GenerationConfig
 
 RESULTS_NAME = "results.jsonl"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -218,7 +218,7 @@ def _unique_keys(jobs: list[BatchJob]) -> list[BatchJob]:
 
 def is_valid_video(path: Path) -> bool:
     """True when ``path`` is a video ffmpeg can read with at least one frame (a resumable result)."""
-    from . import video
+    from ..media import video
 
     try:
         info = video.video_info(path)
@@ -389,7 +389,7 @@ def local_runner(checkpoint_dir, device=None, old_version: bool = False, output_
     from .jobs import JobRunner, RunnerConfig
 
     def factory(folder, dev, dtype):
-        from .pipeline import SadTalker
+        from ..pipeline import SadTalker
 
         return SadTalker(folder, device=dev, dtype=dtype, old_version=old_version)
 
@@ -402,7 +402,7 @@ def ensure_checkpoints_for(tasks: Iterable[Task], checkpoint_dir, old_version: b
                            progress=None) -> None:
     """Locates (downloading on first use) the checkpoints every task needs, once, before any job runs:
     a missing file is a problem of the machine, not of one job."""
-    from .checkpoint_files import locate_checkpoints
+    from ..runtime.checkpoint_files import locate_checkpoints
 
     for size, preprocess in sorted({(t.config.size, str(t.config.preprocess)) for t in tasks}):
         locate_checkpoints(checkpoint_dir, size=size, preprocess=preprocess, old_version=old_version,

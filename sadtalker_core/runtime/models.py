@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import animate, coeffs
+from ..errors import OptionError
+from ..face import landmarks
+from ..motion import coeffs
+from ..nets.inference import optimize_for_inference
+from ..options import Preprocess
+from ..render import animate
 from .checkpoint_files import default_checkpoint_dir, locate_checkpoints
-from .errors import OptionError
-from .face import landmarks
-from .options import Preprocess
-from .nets.inference import optimize_for_inference
 from .network_loading import build_networks
 
 
@@ -229,7 +230,7 @@ class ModelRuntime:
     # -- enhancers ------------------------------------------------------------------------------------------
     def enhancer(self, name: str, seed: int | None = None):
         """Enhancer ``name``, read from disk once and kept; ``seed`` sets its noise for this job (GFPGAN)."""
-        from . import enhance
+        from ..render import enhance
 
         with self._lock:
             if name not in self._enhancers:

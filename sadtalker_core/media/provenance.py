@@ -28,9 +28,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from . import __version__
-from .errors import InputError
-from .options import WATERMARK_POSITIONS
+from .. import __version__
+from ..errors import InputError
+from ..options import WATERMARK_POSITIONS
 
 TOOL = "sadtalker-core"
 AI_LABEL = "AI-generated"
