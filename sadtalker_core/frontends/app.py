@@ -1,4 +1,4 @@
-"""Standalone Gradio app: ``python -m sadtalker_core.frontends.app [--checkpoint-dir D] [--result-dir R] [--port N]``.
+"""Standalone Gradio app: ``python -m sadtalker_core app [--checkpoint-dir D] [--result-dir R] [--port N]``.
 
 The same Blocks as the WebUI tab (``sadtalker_core.frontends.ui``), with a plain lock instead of the host's queue
 lock and an event for Interrupt.
@@ -37,7 +37,7 @@ def build_app(checkpoint_dir: str | Path | None = None, result_dir: str | Path =
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sadtalker_core.frontends.app", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m sadtalker_core app", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint-dir", "--checkpoint_dir", dest="checkpoint_dir", default=None,
                         help="folder with the SadTalker weights (default: $SADTALKER_CHECKPOINTS or ./checkpoints)")
     parser.add_argument("--result-dir", default="results", help="where videos and their JSON go")

@@ -6,7 +6,8 @@ filesystem; the driver writes each output under a temporary name and renames it,
 actor needs the checkpoints in ``checkpoint_dir`` on its node (downloaded there on first use otherwise).
 When this module starts or joins Ray, the package itself is shipped to the workers (``runtime_env``
 ``py_modules``); a program that called ``ray.init`` itself passes ``package_runtime_env()`` there (or has
-sadtalker_core installed on every node). Torch and the other dependencies must be installed on every node. Ray is an optional extra: ``pip install ray``.
+sadtalker_core installed on every node). Torch and the other dependencies must be installed on every node.
+Ray is an optional extra: ``pip install ray``.
 """
 
 from __future__ import annotations

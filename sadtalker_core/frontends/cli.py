@@ -152,9 +152,13 @@ def missing_input(args: argparse.Namespace, config: GenerationConfig) -> str | N
 
 
 def _command(name: str):
-    """The ``main`` of a sub-command (``python -m sadtalker_core batch|download|verify|doctor ...``)."""
+    """The ``main`` of a sub-command (``python -m sadtalker_core batch|download|verify|doctor|app|server ...``)."""
     if name == "batch":
         from .batch import main as command
+    elif name == "app":
+        from .app import main as command
+    elif name == "server":
+        from .server import main as command
     elif name in ("download", "verify"):
         from ..runtime.download import main as checkpoints_main
 
@@ -164,7 +168,7 @@ def _command(name: str):
     return command
 
 
-COMMANDS = ("batch", "download", "verify", "doctor")
+COMMANDS = ("batch", "download", "verify", "doctor", "app", "server")
 
 
 def shown_on_command_line(error: SadTalkerError) -> str:

@@ -157,8 +157,9 @@ def check_landmarks(folder: Path) -> list[Check]:
 def check_extras() -> list[Check]:
     extras = (("ray", "ray", "batch --ray (spread jobs over a cluster)", "pip install ray"),
               ("spandrel", "spandrel", "enhancer / background_enhancer", "pip install spandrel einops"),
-              ("fastapi", "fastapi", "the REST server (python -m sadtalker_core.frontends.server)", "pip install fastapi uvicorn"),
-              ("gradio", "gradio", "the web UI (python -m sadtalker_core.frontends.app)", "pip install gradio"))
+              ("fastapi", "fastapi", "the REST server (python -m sadtalker_core server)",
+               "pip install fastapi uvicorn"),
+              ("gradio", "gradio", "the web UI (python -m sadtalker_core app)", "pip install gradio"))
     checks = []
     for module, distribution, use, fix in extras:
         if importlib.util.find_spec(module) is None:
@@ -184,7 +185,7 @@ def run_checks(checkpoint_dir: str | os.PathLike | None = None, device: str | No
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sadtalker_core doctor", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint_dir", "--dir", default=None,
+    parser.add_argument("--checkpoint_dir", "--checkpoint-dir", "--dir", dest="checkpoint_dir", default=None,
                         help="checkpoint folder (default: $SADTALKER_CHECKPOINTS or ./checkpoints)")
     parser.add_argument("--device", default=None, help="the device a run would ask for (default: automatic)")
     args = parser.parse_args(argv)

@@ -1,5 +1,5 @@
 """Standalone HTTP server with the WebUI extension's routes:
-``python -m sadtalker_core.frontends.server --host 127.0.0.1 --port N [--checkpoint-dir D] [--api-auth user:pass]``.
+``python -m sadtalker_core server --host 127.0.0.1 --port N [--checkpoint-dir D] [--api-auth user:pass]``.
 
 ``POST /sadtalker/v1/generate``, ``GET /sadtalker/v1/status``, ``GET /sadtalker/v1/options``,
 ``GET /sadtalker/v1/progress``, ``GET /sadtalker/v1/preview`` (the running job's newest frame, PNG),
@@ -41,7 +41,7 @@ def create_app(checkpoint_dir: str | Path | None = None, result_dir: str | Path 
 def main(argv: Sequence[str] | None = None) -> None:
     import uvicorn
 
-    parser = argparse.ArgumentParser(prog="python -m sadtalker_core.frontends.server", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m sadtalker_core server", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7861)
     parser.add_argument("--checkpoint-dir", "--checkpoint_dir", dest="checkpoint_dir", default=None,
