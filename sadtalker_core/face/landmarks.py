@@ -279,11 +279,11 @@ def _check_box(face_box, width: int, height: int) -> Box:
                           option="face_box", problem=f"got {face_box!r}, expected four numbers x0 y0 x1 y1 in "
                           "pixels.") from error
     if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or x1 <= x0 or y1 <= y0:
-        problem = f"{face_box!r} is empty or invalid: it needs x0 < x1 and y0 < y1 (pixels)."
+        problem = f"{list(face_box)} is empty or invalid: it needs x0 < x1 and y0 < y1 (pixels)."
         raise OptionError(f"face_box {problem}", option="face_box", problem=problem)
     x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))
     if x1 - x0 < 2 or y1 - y0 < 2:
-        problem = (f"{face_box!r} lies outside the {width}x{height} image. Give the box in this image's pixel "
+        problem = (f"{list(face_box)} lies outside the {width}x{height} image. Give the box in this image's pixel "
                    "coordinates.")
         raise OptionError(f"face_box {problem}", option="face_box", problem=problem)
     return (x0, y0, x1, y1)
