@@ -84,4 +84,4 @@ def test_an_option_error_from_deep_in_the_core_is_named_as_the_widget(monkeypatc
     with pytest.raises(OptionError) as caught:
         nodes.SadTalkerFaceCrop().crop(picture, preprocess="crop", size=256, face_detector="dlib", face_index=-1,
                                        face_box="100 100 200 200")
-    assert str(caught.value).startswith("face_box: (100.0, 100.0, 200.0, 200.0) lies outside the 64x64 image")
+    assert str(caught.value).startswith("face_box: [100.0, 100.0, 200.0, 200.0] lies outside the 64x64 image")
