@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -234,6 +235,14 @@ class GenerationConfig:
         """Whether a job needs driving audio: idle mode makes a video without speech, and re-enacting a
         reference video (ref_info all) takes that video's audio."""
         return self.idle_seconds is None and self.ref_info != RefInfo.ALL
+
+    def with_seed(self) -> GenerationConfig:
+        """This config with a seed: its own, or a random 48-bit one drawn now. Runs vary like the original's,
+        but the seed a run used is known, so any run can be repeated."""
+        if self.seed is not None:
+            return self
+        # dataclasses.replace, not replace(): a 48-bit seed is within the option's range, nothing to check
+        return dataclasses.replace(self, seed=int.from_bytes(os.urandom(6), "little"))
 
     def to_dict(self) -> dict[str, Any]:
         """Every option by name as plain JSON values (enum members are text, tuples lists)."""

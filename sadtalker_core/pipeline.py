@@ -11,7 +11,6 @@ aspect restore / paste-back / optional face restoration on the way; AAC audio mu
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import time
@@ -124,9 +123,7 @@ class SadTalker:
         config = GenerationConfig.from_options(config, **options)
         if signing is None:
             signing = provenance.C2paCredentials.resolve()
-        if config.seed is None:
-            # Runs vary like the original, but the seed used is reported so any run can be reproduced.
-            config = dataclasses.replace(config, seed=int.from_bytes(os.urandom(6), "little"))
+        config = config.with_seed()  # a random run reports the seed it drew
         job = _Job(progress, cancel)
         started = time.perf_counter()
         out_path = self._output_path(result_dir, output_path)

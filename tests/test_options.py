@@ -76,3 +76,11 @@ def test_an_unknown_option_is_named_for_front_ends():
         GenerationConfig.from_options(face_boxx=[1, 2, 3, 4])
     assert caught.value.option == "face_boxx" and caught.value.shown_as("--face_boxx").startswith(
         "--face_boxx: not an option. Known options: preprocess,")
+
+
+def test_with_seed_keeps_a_given_seed_and_draws_a_random_one_otherwise():
+    given = GenerationConfig.from_options(seed=7)
+    assert given.with_seed() is given
+    drawn = [GenerationConfig().with_seed().seed for _ in range(3)]
+    assert all(isinstance(s, int) and 0 <= s < 2**48 for s in drawn) and len(set(drawn)) == 3
+    assert GenerationConfig().with_seed().replace(seed=drawn[0]).seed == drawn[0]  # within the option's range

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import json
 import os
 import secrets
@@ -253,10 +252,7 @@ def prepare(job: BatchJob, defaults: dict) -> Task:
         raise BatchError("the job has no source_image (or source_video to dub).")
     if job.driven_audio is None and config.needs_audio:
         raise BatchError("the job has no driven_audio (give one, or idle_seconds for a video without speech).")
-    if config.seed is None:
-        # dataclasses.replace, not config.replace: a 48-bit seed is valid, nothing to check again
-        config = dataclasses.replace(config, seed=int.from_bytes(os.urandom(6), "little"))
-    return Task(job, config)
+    return Task(job, config.with_seed())
 
 
 def _given_seed(job: BatchJob, defaults: dict) -> int | None:
